@@ -1,0 +1,3 @@
+from mcp_prism.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""Settings: where the store lives and what the user's config file says.
+
+Environment:
+- `PRISM_HOME`    folder for the database and config (default `~/.mcp-prism`)
+- `PRISM_DB`      database file (default `$PRISM_HOME/prism.db`)
+- `PRISM_CONFIG`  config file (default `$PRISM_HOME/config.toml`, optional)
+
+The config file (TOML) may hold `[models.*]`, `[aliases]`, `[providers.*]` layered over the shipped
+catalog, `[task_types.*]` for team task types (or to opt a built-in type into sample capture), and
+`[routing] default_task_type / classifier_threshold`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from mcp_prism.core.catalog import Catalog, build_catalog
+from mcp_prism.core.tasks import BUILTIN_TASK_TYPES, GENERAL, TASK_TYPE_NAME, TaskTypeSpec, Tier
+from mcp_prism.errors import ConfigError
+
+
+def shipped_catalog_data() -> dict[str, Any]:
+    return tomllib.loads(files("mcp_prism").joinpath("data/catalog.toml").read_text(encoding="utf-8"))
+
+
+@dataclass
+class Settings:
+    home: Path
+    db_path: Path
+    config_path: Path | None
+    user_config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, home: str | Path | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home_path = Path(home or env.get("PRISM_HOME") or Path.home() / ".mcp-prism").expanduser()
+        db = Path(env.get("PRISM_DB") or home_path / "prism.db").expanduser()
+        cfg_env = env.get("PRISM_CONFIG")
+        cfg = Path(cfg_env).expanduser() if cfg_env else home_path / "config.toml"
+        if cfg_env and not cfg.exists():
+            raise ConfigError(f"PRISM_CONFIG points at {cfg}, which does not exist")
+        data: dict[str, Any] = {}
+        if cfg.exists():
+            try:
+                data = tomllib.loads(cfg.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+                raise ConfigError(f"config file {cfg} is not valid TOML: {e}") from None
+        return cls(home=home_path, db_path=db, config_path=cfg if cfg.exists() else None, user_config=data)
+
+    # ---------------------------------------------------------------- derived
+    def catalog(self) -> Catalog:
+        return build_catalog(shipped_catalog_data(), self.user_config)
+
+    def task_types(self) -> dict[str, TaskTypeSpec]:
+        return task_types_from_config(self.user_config)
+
+    @property
+    def default_task_type(self) -> str:
+        return str((self.user_config.get("routing") or {}).get("default_task_type", GENERAL))
+
+    @property
+    def classifier_threshold(self) -> float:
+        value = (self.user_config.get("routing") or {}).get("classifier_threshold", 0.35)
+        if not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ConfigError("routing.classifier_threshold must be a number between 0 and 1")
+        return float(value)
+
+
+def task_types_from_config(config: Mapping[str, Any]) -> dict[str, TaskTypeSpec]:
+    types = {t.name: t for t in BUILTIN_TASK_TYPES}
+    for name, raw in (config.get("task_types") or {}).items():
+        where = f"task_types.{name}"
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        if not TASK_TYPE_NAME.match(name):
+            raise ConfigError(f"{where}: names are lower_snake_case, 2-48 characters, starting with a letter")
+        capture = raw.get("capture_samples", False)
+        if not isinstance(capture, bool):
+            raise ConfigError(f"{where}.capture_samples must be true or false")
+        if name in types:  # a built-in: only sample capture may be switched on
+            extra = set(raw) - {"capture_samples"}
+            if extra:
+                raise ConfigError(f"{where}: built-in task types accept only capture_samples, not {sorted(extra)}")
+            old = types[name]
+            types[name] = TaskTypeSpec(old.name, old.description, old.tier, old.keywords, capture, True)
+            continue
+        try:
+            tier = Tier.parse(raw.get("tier", "standard"))
+        except ValueError as e:
+            raise ConfigError(f"{where}.tier: {e}") from None
+        keywords = raw.get("keywords", [])
+        if not isinstance(keywords, list) or not all(isinstance(k, str) and k.strip() for k in keywords):
+            raise ConfigError(f"{where}.keywords must be a list of non-empty strings")
+        types[name] = TaskTypeSpec(name, str(raw.get("description", name.replace("_", " "))), tier,
+                                   tuple(k.strip().lower() for k in keywords), capture, False)
+    return types

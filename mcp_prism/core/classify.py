@@ -1,0 +1,485 @@
+"""Offline task classifier: which task type a developer request is, and how hard it looks.
+
+Pure and deterministic: stdlib only, no I/O, every regex compiled once when the `Classifier`
+is built (and the complexity regexes at import).
+
+How a request is scored
+-----------------------
+Each built-in task type has a table of weighted patterns (`_BUILTIN_PATTERNS`). A pattern is
+either an *intent* (what the developer wants done: "write tests", "review", "design", "why
+does", "extract", "draft an email") or a *topic* (what the request is about: "crash",
+"migration", "README"). The rule that settles requests whose words point two ways — "write
+tests that reproduce the crash", "review the architecture doc" — is:
+
+    the leading intent beats the topic nouns.
+
+Intent patterns carry higher weights than topic patterns, and an intent that starts near the
+beginning of the request (after politeness such as "hey, can you please") gets up to double
+weight. So "write tests that reproduce the crash in the payment worker" is test_generation
+and "review the architecture doc for the new queue" is code_review, while "design the schema
+for storing audit logs" is architecture_design. A negated intent ("don't debug") is ignored.
+
+Per type, each pattern counts once (its earliest match), so a pasted log that says "error" a
+hundred times does not outvote the one-line instruction above it. Team-defined types
+(`TaskTypeSpec.keywords`, `builtin=False`) are scored from their keywords, each weighted as an
+intent: a team that names a keyword means it.
+
+Confidence combines the strength of the best score with its margin over the runner-up; below
+`threshold` the classifier falls back to the default type (`general`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mcp_prism.core.tasks import BUILTIN_TASK_TYPES, GENERAL, TaskTypeSpec
+
+__all__ = ["Classification", "Classifier", "Complexity", "assess_complexity"]
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The verdict on one request.
+
+    `task_type` is a spec name, or the default when unsure (`fell_back`). When the classifier
+    falls back, `confidence` is that of the best candidate it declined and `runner_up` names
+    that candidate, so a caller can still see the guess. Otherwise `runner_up` is the
+    second-best type with any evidence, or None.
+    """
+
+    task_type: str
+    confidence: float
+    signals: tuple[str, ...]
+    fell_back: bool
+    runner_up: str | None
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """How many tiers (0, 1 or 2) to raise a task's default tier, and why."""
+
+    boost: int
+    signals: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring constants
+
+INTENT = True
+TOPIC = False
+
+# An intent match starting at the very beginning of the request scores (1 + LEAD_BONUS)x its
+# weight; the bonus fades linearly to nothing at LEAD_SPAN characters.
+LEAD_BONUS = 1.0
+LEAD_SPAN = 48
+# Team keywords: weight per keyword (treated as intent).
+KEYWORD_WEIGHT = 3.0
+# confidence = strength * (MARGIN_FLOOR + (1 - MARGIN_FLOOR) * margin)
+#   strength = best / (best + STRENGTH_HALF);  margin = (best - runner_up) / best
+STRENGTH_HALF = 2.0
+MARGIN_FLOOR = 0.5
+# Very long texts are scanned in a head + tail window so a call stays fast on pasted logs.
+SCAN_HEAD = 4000
+SCAN_TAIL = 2000
+MAX_SIGNALS = 6
+
+_W = r"[\w'-]+"  # one word
+_GAP = r"(?:\s+[\w'./#-]+){0,4}?\s+"  # up to four intervening words
+
+# Patterns are case-insensitive and wrapped in (?<!\w)...(?!\w) so they match whole words;
+# write `\w*` to allow a stem. Use only non-capturing groups (?:...).
+_Pattern = tuple[str, float, bool]
+
+_BUILTIN_PATTERNS: dict[str, tuple[_Pattern, ...]] = {
+    "ticket_classification": (
+        (r"triage\w*", 3.5, INTENT),
+        (r"(?:label|tag|categori[sz]e|classify|route|sort)(?:\s+(?:this|these|each|the|all))", 3.0, INTENT),
+        (r"(?:apply|add|assign)\s+(?:the\s+)?(?:labels?|tags?|severit(?:y|ies)|priorit(?:y|ies))", 3.0, INTENT),
+        (r"assign\s+(?:a|an)\s+(?:severity|priority|owner|team|label)", 3.0, INTENT),
+        (r"prioriti[sz]e", 2.5, INTENT),
+        (r"which\s+(?:team|queue|component|label|channel|owner|bucket|category)", 3.0, INTENT),
+        (r"(?:which|what)\s+team\s+owns", 3.0, INTENT),
+        (r"mark\s+which", 2.5, INTENT),
+        (r"dedupe|de-duplicate|deduplicate", 2.5, INTENT),
+        (r"duplicate\s+of\s+#?\d+", 3.0, INTENT),
+        (r"(?:is\s+this|are\s+these)\s+(?:\w+\s+)?(?:ticket|issue|bug|alert)s?\s+(?:a\s+)?\w+\s+or\s+\w+", 3.0,
+         INTENT),
+        (r"p[0-4]\s+or\s+p[0-4]|sev\s?[0-4]\s*(?:\.\.|-|or|to)\s*sev\s?[0-4]", 2.5, TOPIC),
+        (r"(?:support\s+|jira\s+|zendesk\s+)?tickets?", 1.5, TOPIC),
+        (r"issues", 1.0, TOPIC),
+        (r"jira|zendesk|linear|backlog|inbox", 1.0, TOPIC),
+        (r"feature\s+requests?\s+(?:vs\.?|or|/)\s+bugs?|bugs?\s+(?:vs\.?|or|/)\s+feature\s+requests?", 2.0, TOPIC),
+        (r"severity|priority|sentiment|good-first-issue", 1.5, TOPIC),
+        (r"(?:as|into)\s+(?:one\s+of\s+)?\{?\s*\w+\s*(?:,|/)\s*\w+\s*(?:,|/|or)", 1.0, TOPIC),
+        (r"labels?", 1.0, TOPIC),
+    ),
+    "code_autocomplete": (
+        (r"(?:auto-?)?complete\s+(?:this|the|my)", 3.5, INTENT),
+        (r"autocomplete", 3.5, INTENT),
+        (r"finish\s+(?:this|the|my|writing)", 3.5, INTENT),
+        (r"fill\s+in", 3.5, INTENT),
+        (r"what\s+goes\s+(?:after|next|here|in)", 3.5, INTENT),
+        (r"continue\s+(?:this|the|my)\s+(?:code|function|snippet|line|class|block)", 3.5, INTENT),
+        (r"(?:write|give\s+me)\s+the\s+rest\s+of", 3.5, INTENT),
+        (r"(?:next\s+(?:few\s+)?lines|rest\s+of\s+(?:this|the)\s+(?:line|function|loop|block))", 3.0, INTENT),
+        (r"implement\s+the\s+todo", 3.0, INTENT),
+        (r"missing\s+(?:lines?|fields?|cases?|branch(?:es)?|variants?|clause|body|return)", 2.0, TOPIC),
+        (r"(?:function|method)\s+(?:stub|body|signature)", 1.5, TOPIC),
+        (r"the\s+body\s+of", 1.5, TOPIC),
+        (r"keep\s+the\s+signature", 1.5, TOPIC),
+    ),
+    "data_extraction": (
+        (r"extract\w*", 3.5, INTENT),
+        (r"pull\s+(?:out|the|all|every)", 3.0, INTENT),
+        (r"parse\s+(?:these|this|the|all|each)", 3.0, INTENT),
+        (r"grab\s+(?:all|every|the)", 3.0, INTENT),
+        (r"scrape", 3.0, INTENT),
+        (r"(?:get|give)\s+(?:me\s+)?the" + _GAP + r"(?:from|out\s+of)", 2.5, INTENT),
+        (r"list\s+(?:all|every|each)" + r"(?:\s+[\w'-]+){0,4}?\s+(?:mentioned|referenced|in|from)", 2.5, INTENT),
+        (r"(?:into|as|return|output)\s+(?:a\s+|an\s+)?(?:json|csv|table|dict|list|schema|structured|yaml)", 2.0,
+         TOPIC),
+        (r"structured\s+(?:fields|data|output)|unstructured", 2.0, TOPIC),
+        (r"(?:key/value|key-value)\s+pairs?|fields?|field\s+names", 1.0, TOPIC),
+        (r"(?:from|out\s+of)\s+(?:this|these|each|the)\s+(?:text|logs?|pdf|documents?|payloads?|output|emails?|"
+         r"snippet|contract|page|markdown|html|file)", 1.5, TOPIC),
+        (r"mentioned|referenced", 1.0, TOPIC),
+    ),
+    "email_drafting": (
+        (r"(?:draft|compose|write|send)\s+(?:me\s+)?(?:up\s+)?(?:a|an|the)?\s*(?:short\s+|quick\s+|polite\s+|"
+         r"brief\s+)?(?:email|e-mail|reply|response|message|note|announcement|memo|letter|dm)", 4.0, INTENT),
+        (r"draft\w*", 2.5, INTENT),
+        (r"compose", 2.5, INTENT),
+        (r"(?:reply|respond)\s+to", 3.5, INTENT),
+        (r"announc\w+", 2.0, INTENT),
+        (r"(?:write|help\s+me\s+write)\s+(?:a\s+)?(?:polite\s+)?follow-?up", 3.5, INTENT),
+        (r"e-?mails?", 2.0, TOPIC),
+        (r"status\s+update|thank-?you\s+note|intro\s+email|cold\s+email|mailing\s+list|newsletter", 2.5, TOPIC),
+        (r"slack\s+message|message\s+to|stakeholders|leadership|my\s+manager|the\s+team", 1.5, TOPIC),
+        (r"polite\w*|apologetic|tone|friendly|formal", 1.5, TOPIC),
+        (r"customers?|vendor|recruit\w*", 0.75, TOPIC),
+    ),
+    "doc_generation": (
+        (r"document\s+(?:the|our|this|these|how|what|each|all)", 3.5, INTENT),
+        (r"(?:write|add|generate|create|update|improve)\s+(?:\w+\s+){0,2}?(?:docstrings?|readme|docs|"
+         r"documentation|changelog|release\s+notes|jsdoc|javadoc|comments|man\s+page|guide|runbook|"
+         r"contributing(?:\.md)?|api\s+docs|tutorial|wiki\s+page)", 4.0, INTENT),
+        (r"(?:explain|describe)\s+in\s+the\s+(?:docs|readme|documentation|wiki)", 3.5, INTENT),
+        (r"improve\s+the\s+wording", 3.0, INTENT),
+        (r"docstrings?|jsdoc|javadoc|doc\s+comments|readme(?:\.md)?|changelog(?:\.md)?|contributing\.md", 2.5,
+         TOPIC),
+        (r"docs?(?:/[\w./-]+)?|documentation|release\s+notes|getting-started|quickstart|runbook|man\s+page", 2.0,
+         TOPIC),
+        (r"[\w/-]+\.(?:md|rst|adoc)", 1.5, TOPIC),
+        (r"inline\s+comments|module-level|api\s+reference|openapi", 1.5, TOPIC),
+        (r"guide|tutorial|wording", 1.0, TOPIC),
+    ),
+    "test_generation": (
+        (r"(?:write|add|generate|create|need|make)\s+(?:me\s+)?(?:some\s+|more\s+|a\s+|an\s+)?(?:[\w+-]+\s+){0,2}?"
+         r"(?:unit\s+|integration\s+|e2e\s+|regression\s+|snapshot\s+|property(?:-based)?\s+)?"
+         r"(?:tests?|test\s+cases|specs?|fixtures)", 4.0, INTENT),
+        (r"(?:unit|integration|e2e|end-to-end|regression|snapshot|property-based|table-driven|contract|"
+         r"smoke|fuzz|load)\s+tests?", 2.5, TOPIC),
+        (r"test\s+cases?|test\s+coverage|coverage|fixtures", 2.0, TOPIC),
+        (r"(?:cover|covering)\s+(?:the\s+)?" + r"(?:[\w'-]+\s+){0,4}?" + r"(?:with\s+tests|edge\s+cases)", 3.0,
+         INTENT),
+        (r"with\s+tests", 2.0, TOPIC),
+        (r"test\s+the", 3.0, INTENT),
+        (r"mock\s+(?:the|out)", 2.5, INTENT),
+        (r"pytest|jest|vitest|hypothesis|playwright|cypress|junit|rspec|mocha|testify", 1.5, TOPIC),
+        (r"tests?|edge\s+cases", 1.0, TOPIC),
+        (r"assert\w*", 1.0, TOPIC),
+    ),
+    "code_review": (
+        (r"(?:code\s+)?review\w*", 3.0, INTENT),
+        (r"(?:look|go|read)\s+(?:over|through)\s+(?:my|this|the)", 2.5, INTENT),
+        (r"look\s+at\s+(?:this|my|the)\s+(?:diff|pr|pull\s+request|change|changes|code|patch)", 3.0, INTENT),
+        (r"critique|nitpick\w*|lgtm|second\s+pair\s+of\s+eyes|sanity[-\s]check\s+(?:my|this)\s+code", 3.5, INTENT),
+        (r"(?:give|any)\s+(?:me\s+)?feedback\s+on|feedback\s+on", 3.0, INTENT),
+        (r"what\s+would\s+you\s+change|any\s+(?:issues|problems)\s+with|anything\s+wrong\s+with", 3.0, INTENT),
+        (r"point\s+out\s+anything", 2.5, INTENT),
+        (r"is\s+this\s+(?:idiomatic|clean|readable|good\s+code)", 3.0, INTENT),
+        (r"(?:follow|match)\s+(?:our|the)\s+(?:style\s+guide|conventions)", 2.5, INTENT),
+        (r"before\s+(?:i|we)\s+merge", 2.0, TOPIC),
+        (r"diffs?|pull\s+requests?|prs?|patch|merge\s+request|mr", 1.5, TOPIC),
+        (r"refactor\w*|idiomatic|style\s+guide|naming|readability|production\s+quality", 1.0, TOPIC),
+        (r"the\s+changes|this\s+change|my\s+code", 1.0, TOPIC),
+    ),
+    "security_audit": (
+        (r"(?:security\s+)?audit\w*|pen-?test\w*|threat[-\s]model\w*", 3.5, INTENT),
+        # "<check|review|scan|look ...> ... for <something security-flavoured>": what is being
+        # looked for decides the type, not the verb.
+        (r"(?:check|review|scan|look|audit|inspect|go)\w*" + r"(?:\s+[\w'./#-]+){0,6}?\s+for\s+"
+         r"(?:\w+\s+){0,3}?(?:security|vulnerab\w*|injection|xss|ssrf|csrf|secrets?|credentials|"
+         r"leaks?|exploits?|path\s+traversal|pii|cves?)", 5.0, INTENT),
+        (r"(?:is|are)\s+(?:this|our|these|it)\s+(?:[\w-]+\s+){0,3}?(?:safe|secure|vulnerable|exploitable)", 2.5,
+         INTENT),
+        (r"vulnerab\w*|exploit\w*|cves?|cve-\d{4}-\d+|security|insecure", 3.0, TOPIC),
+        (r"(?:sql|command|code|template|ldap)\s+injection|xss|ssrf|csrf|cors|path\s+traversal|rce|"
+         r"account\s+takeover|privilege\s+escalation|auth\s+bypass|open\s+redirect", 3.5, TOPIC),
+        (r"(?:hard-?coded|leaked?|leaking)\s+(?:secrets?|credentials|keys?|tokens?|passwords?)|"
+         r"leak\w*\s+(?:credentials|secrets)", 3.5, TOPIC),
+        (r"secrets?|credentials|api\s+keys?|tokens?|jwt|oauth|password\s+hashing|salt|pii|iam|"
+         r"permissions|cookie\s+flags|pip-audit|npm\s+audit|dependabot|snyk", 1.5, TOPIC),
+        (r"(?:user|untrusted)\s+input|subprocess|eval|sanitiz\w*|escap\w*|running\s+as\s+root", 1.0, TOPIC),
+    ),
+    "deploy_check": (
+        (r"(?:safe|ok|okay|ready|good)\s+to\s+(?:deploy|ship|release|roll\s*out|go|merge\s+and\s+deploy|promote)",
+         4.0, INTENT),
+        (r"pre-?(?:deploy|release|flight)\w*|go/no-go|go\s+no\s+go", 4.0, INTENT),
+        (r"before\s+(?:we|i)\s+(?:roll\s*out|ship|deploy|release|promote|apply|flip|go\s+live|cut)", 3.0, INTENT),
+        (r"(?:check|verify|validate|sanity[-\s]check|confirm)\s+(?:that\s+)?(?:the\s+)?" + r"(?:[\w'-]+\s+){0,3}?"
+         r"(?:release|deploy\w*|rollout|roll\s*out|migrations?|config|flags?|env\s+vars|manifests|plan|rollback|"
+         r"checklist|helm)", 3.5, INTENT),
+        (r"rollback\s+(?:plan|steps)|roll\s*back\s+plan", 3.0, TOPIC),
+        (r"(?:backwards?|backward)[-\s]compatib\w*|breaking\s+changes", 2.0, TOPIC),
+        (r"deploy\w*|release|rollouts?|roll\s*out|rollbacks?|roll\s*back|canary|blue/green|promot\w+\s+to\s+prod",
+         2.0, TOPIC),
+        (r"migrations?|feature\s+flags?|flags?|env\s+vars?|environment\s+variables|configmap|helm|manifests|"
+         r"terraform\s+plan|readiness\s+probes?", 1.5, TOPIC),
+        (r"staging|prod|production|traffic", 1.0, TOPIC),
+    ),
+    "bug_investigation": (
+        (r"why\s+(?:does|do|did|is|are|was|were|would|can't|won't|doesn't|isn't)", 4.0, INTENT),
+        (r"(?:,|-|:)?\s*why\s*\??\s*$", 4.0, INTENT),
+        (r"root[-\s]cause\w*", 4.0, INTENT),
+        (r"(?:figure|find)\s+out\s+(?:why|what)", 4.0, INTENT),
+        (r"debug\w*|troubleshoot\w*|diagnos\w+", 3.0, INTENT),
+        (r"investigat\w+", 3.0, INTENT),
+        (r"what(?:'s|\s+is)\s+(?:going\s+on|wrong|happening|causing)|what\s+could\s+cause", 3.5, INTENT),
+        (r"[A-Z]?\w*(?:Error|Exception)\b|traceback|stack\s+(?:trace|dump)s?|panic:|segfault|"
+         r"segmentation\s+fault|core\s+dump", 2.5, TOPIC),
+        (r"crash\w*|hangs?|freez\w+|memory\s+leak|leaks?\s+memory|deadlock\w*|flaky|intermittent\w*|"
+         r"race\s+condition", 2.0, TOPIC),
+        (r"fail(?:s|ed|ing)?|broken|breaks|regress\w*|timeout|timed\s+out|connection\s+refused|"
+         r"returns?\s+(?:a\s+)?[45]\d\d|returning\s+[45]\d\d|[45]\d\d\s+errors?|wrong|incorrect|off\s+by|"
+         r"doubled|spik\w+|slow\w*|stopped\s+working|doesn't\s+work|not\s+working|duplicate\s+\w+\s+sometimes|"
+         r"randomly|only\s+on", 1.5, TOPIC),
+        (r"(?:prod(?:uction)?\s+)?incident|outage|bug", 1.0, TOPIC),
+    ),
+    "architecture_design": (
+        (r"design\s+(?:the|a|an|our|it|this|how)", 4.0, INTENT),
+        (r"(?:high-level|system)\s+design|design\s+doc\w*|architect\w*", 3.0, INTENT),
+        (r"propose\s+(?:an?\s+)?(?:architecture|design|how|approach)", 3.5, INTENT),
+        (r"how\s+(?:should|would|do|could|can)\s+(?:we|you|i)\s+(?:split|structure|shard|architect|model|design|"
+         r"scale|organi[sz]e|partition|migrate|decompose|handle)", 4.0, INTENT),
+        (r"should\s+we\s+(?:use|adopt|go\s+with|move\s+to|switch\s+to)", 3.5, INTENT),
+        (r"(?:what's|what\s+is)\s+the\s+best\s+way\s+to\s+(?:structure|model|design|organi[sz]e)", 3.5, INTENT),
+        (r"sketch\s+(?:a|an|the|out)", 3.0, INTENT),
+        (r"plan\s+the\s+migration|migration\s+plan|zero[-\s]downtime", 3.0, INTENT),
+        (r"define\s+the\s+(?:interfaces|boundaries|contracts|api)", 3.5, INTENT),
+        (r"trade-?offs|\w+\s+vs\.?\s+\w+", 2.0, TOPIC),
+        (r"data\s+model|schema|module\s+boundaries|boundaries|interfaces|monolith|microservices?|services|"
+         r"event\s+sourcing|cqrs|sharding|shard|partitioning|scalab\w*|caching\s+strategy|strategy|"
+         r"dead-letter|queue|scheduler|plugin\s+system|monorepo|polyrepo|multi-tenant|events/sec|"
+         r"rbac|abac", 1.5, TOPIC),
+    ),
+}
+
+# Leading politeness that should not push the real intent away from the start of the request.
+_PREAMBLE = re.compile(
+    r"^\s*(?:(?:hey|hi|hello|ok|okay|so|yo)\b[\s,!.:-]*)?"
+    r"(?:(?:can|could|would|will)\s+you\s+(?:please\s+|pls\s+|plz\s+)?|please\s+|pls\s+|plz\s+|"
+    r"i\s+(?:need|want|would\s+like)\s+(?:you\s+)?to\s+|i'd\s+like\s+(?:you\s+)?to\s+|help\s+me\s+(?:to\s+)?|"
+    r"let's\s+|quick(?:ly)?[\s,:-]+|task:\s*|request:\s*)?",
+    re.IGNORECASE,
+)
+_NEGATED = re.compile(r"(?:\bdon'?t|\bdo\s+not|\bno\s+need\s+to|\bnot|\bwithout|\bnever|\bno)\s+$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _TypePatterns:
+    name: str
+    regex: re.Pattern[str] | None
+    weights: tuple[float, ...]
+    intents: tuple[bool, ...]
+
+
+def _wrap(pattern: str) -> str:
+    return rf"(?<!\w)(?:{pattern})(?!\w)"
+
+
+def _compile_type(name: str, patterns: Sequence[_Pattern]) -> _TypePatterns:
+    if not patterns:
+        return _TypePatterns(name, None, (), ())
+    # The leading word-boundary check sits outside the alternation so that positions inside a
+    # word fail at once instead of trying every alternative (about 3x faster).
+    alternation = "|".join(f"(?P<p{i}>(?:{p})(?!\\w))" for i, (p, _, _) in enumerate(patterns))
+    return _TypePatterns(
+        name,
+        re.compile(rf"(?<!\w)(?:{alternation})", re.IGNORECASE),
+        tuple(w for _, w, _ in patterns),
+        tuple(k for _, _, k in patterns),
+    )
+
+
+def _scan_window(text: str) -> tuple[str, bool]:
+    if len(text) <= SCAN_HEAD + SCAN_TAIL:
+        return text, False
+    return text[:SCAN_HEAD] + "\n" + text[-SCAN_TAIL:], True
+
+
+def _quote(s: str) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+class Classifier:
+    """Score a request against every task type and return the best, or fall back."""
+
+    def __init__(
+        self,
+        specs: Sequence[TaskTypeSpec] = BUILTIN_TASK_TYPES,
+        *,
+        default: str = GENERAL,
+        threshold: float = 0.35,
+    ) -> None:
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"duplicate task type names: {', '.join(dupes)}")
+        if default not in names:
+            raise ValueError(f"default task type {default!r} is not among the specs: {', '.join(names)}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be within [0, 1], got {threshold!r}")
+        self.default = default
+        self.threshold = threshold
+        self.names: tuple[str, ...] = tuple(names)
+        compiled: list[_TypePatterns] = []
+        for spec in specs:
+            if spec.name == default:
+                continue  # the fallback is never scored
+            patterns: list[_Pattern] = []
+            if spec.builtin:
+                patterns.extend(_BUILTIN_PATTERNS.get(spec.name, ()))
+            patterns.extend((re.escape(k.strip()), KEYWORD_WEIGHT, INTENT) for k in spec.keywords if k.strip())
+            compiled.append(_compile_type(spec.name, patterns))
+        self._types: tuple[_TypePatterns, ...] = tuple(compiled)
+
+    def classify(self, text: str) -> Classification:
+        if not text or not text.strip():
+            return Classification(self.default, 0.0, ("empty text",), True, None)
+        window, truncated = _scan_window(text)
+        lead = _PREAMBLE.match(window)
+        origin = lead.end() if lead else 0
+
+        # (score, order, name, [(contribution, start, snippet)])
+        scored: list[tuple[float, int, str, list[tuple[float, int, str]]]] = []
+        for order, tp in enumerate(self._types):
+            if tp.regex is None:
+                continue
+            seen: set[int] = set()
+            hits: list[tuple[float, int, str]] = []
+            total = 0.0
+            for m in tp.regex.finditer(window):
+                idx = int(m.lastgroup[1:])  # type: ignore[index]
+                if idx in seen:
+                    continue
+                start = m.start()
+                weight = tp.weights[idx]
+                if tp.intents[idx]:
+                    if _NEGATED.search(window, max(0, start - 16), start):
+                        continue
+                    offset = max(0, start - origin)
+                    weight *= 1.0 + LEAD_BONUS * max(0.0, 1.0 - offset / LEAD_SPAN)
+                seen.add(idx)
+                total += weight
+                hits.append((weight, start, m.group()))
+            if total > 0:
+                scored.append((total, order, tp.name, hits))
+
+        if not scored:
+            signals = ("no task-type evidence",) + (("long text: scanned head and tail",) if truncated else ())
+            return Classification(self.default, 0.0, signals, True, None)
+
+        scored.sort(key=lambda s: (-s[0], s[1]))
+        best, best_order, best_name, best_hits = scored[0]
+        second = scored[1][0] if len(scored) > 1 else 0.0
+        runner_up = scored[1][2] if len(scored) > 1 else None
+        strength = best / (best + STRENGTH_HALF)
+        margin = (best - second) / best
+        confidence = strength * (MARGIN_FLOOR + (1.0 - MARGIN_FLOOR) * margin)
+        confidence = min(1.0, max(0.0, confidence))
+
+        best_hits.sort(key=lambda h: (-h[0], h[1]))
+        signals = [f"phrase {_quote(s)!r} -> {best_name}" for _, _, s in best_hits[: MAX_SIGNALS - 1]]
+        if runner_up is not None:
+            signals.append(f"runner-up {runner_up} scored {second:.2f} vs {best:.2f}")
+        if truncated:
+            signals.append("long text: scanned head and tail")
+
+        if confidence < self.threshold:
+            signals.append(f"confidence {confidence:.2f} below threshold {self.threshold:.2f}: fell back")
+            return Classification(self.default, round(confidence, 4), tuple(signals), True, best_name)
+        return Classification(best_name, round(confidence, 4), tuple(signals), False, runner_up)
+
+
+# --------------------------------------------------------------------------------------------
+# Complexity
+
+LONG_CONTEXT_TOKENS = 50_000
+LONG_TEXT_CHARS = 200_000  # ~50k tokens at ~4 characters a token
+MAX_BOOST = 2
+
+_FILE_REF = re.compile(
+    r"(?<![\w/.-])[\w./-]*[\w-]\.(?:py|pyi|ts|tsx|js|jsx|go|rs|java|kt|rb|php|cs|cpp|cc|c|h|hpp|swift|scala|"
+    r"sql|ya?ml|toml|json|tf|proto|sh)(?![\w])",
+    re.IGNORECASE,
+)
+
+_COMPLEXITY_GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "multi-file scope",
+        re.compile(
+            _wrap(
+                r"across\s+(?:the\s+|all\s+|our\s+|several\s+|multiple\s+|many\s+|\d+\s+)?(?:codebase|repos?|"
+                r"repositories|services|modules|files|packages|microservices|teams|stack)|"
+                r"cross-(?:service|module|repo|team|cutting)|multi-(?:service|module|repo|file)|"
+                r"(?:multiple|several|many|all\s+(?:the\s+|our\s+)?|every|(?:[2-9]|\d{2,})\s+)"
+                r"(?:files|services|microservices|modules|repos|repositories|packages)|"
+                r"(?:whole|entire)\s+(?:codebase|repo|repository|system|monorepo)|end-to-end\s+flow"
+            ),
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "concurrency",
+        re.compile(
+            _wrap(
+                r"race\s+conditions?|data\s+races?|racy|deadlock\w*|livelock\w*|concurren\w+|thread-?safe\w*|"
+                r"multi-?thread\w*|multiple\s+threads|mutex\w*|lock\s+contention|atomic(?:ity|ally)?|"
+                r"goroutine\s+leak|memory\s+ordering|parallel\s+writes"
+            ),
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "production incident",
+        re.compile(
+            _wrap(
+                r"(?:prod(?:uction)?|live)\s+(?:incident|outage|is\s+down|down)|incident|outage|"
+                r"data\s+(?:loss|corruption)|lost\s+(?:customer\s+)?data|(?:security\s+)?breach\w*|"
+                r"sev\s?-?[01]|p0|customers?\s+(?:are\s+)?(?:affected|impacted)|down\s+in\s+prod\w*"
+            ),
+            re.IGNORECASE,
+        ),
+    ),
+)
+
+
+def assess_complexity(text: str, context_tokens: int = 0) -> Complexity:
+    """One boost per strong signal group present, capped at `MAX_BOOST` (2)."""
+    signals: list[str] = []
+    window, _ = _scan_window(text or "")
+    for label, regex in _COMPLEXITY_GROUPS:
+        if regex.search(window):
+            signals.append(label)
+    if "multi-file scope" not in signals:
+        files = {m.group().lower() for m in _FILE_REF.finditer(window)}
+        if len(files) >= 3:
+            signals.append("multi-file scope")
+            signals.sort(key=lambda s: [g for g, _ in _COMPLEXITY_GROUPS].index(s))
+    if context_tokens >= LONG_CONTEXT_TOKENS or len(text or "") >= LONG_TEXT_CHARS:
+        signals.append("long context")
+    return Complexity(min(MAX_BOOST, len(signals)), tuple(signals))

@@ -1,0 +1,63 @@
+"""The usage event: one model request, as recorded. Everything reported is derived from these."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+from mcp_prism.core.pricing import PriceSnapshot, TokenUsage
+
+STATUSES = ("ok", "rate_limited", "timeout", "provider_error", "invalid_request", "cancelled", "error")
+QUALITY_SOURCES = ("human", "judge", "automated")
+SOURCES = ("mcp", "gateway", "import", "demo")
+
+Source = Literal["mcp", "gateway", "import", "demo"]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+def iso(ts: datetime) -> str:
+    """Fixed-width UTC ISO text so that SQL string order is time order."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    task_type: str
+    model: str
+    provider: str
+    tokens: TokenUsage
+    latency_ms: float
+    cost_usd: Decimal | None  # None: the model had no known price (reported as unpriced)
+    prices: PriceSnapshot | None
+    ts: datetime = field(default_factory=utcnow)
+    id: str = field(default_factory=new_id)
+    ttft_ms: float | None = None
+    status: str = "ok"
+    batch: bool = False
+    quality: float | None = None
+    quality_source: str | None = None
+    user: str | None = None
+    team: str | None = None
+    project: str | None = None
+    source: str = "mcp"
+    rule_id: str | None = None
+    rule_version: int | None = None
+    request_id: str | None = None
+    prompt: str | None = None  # kept only when the task type opts in to sample capture
+    response: str | None = None

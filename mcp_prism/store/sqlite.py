@@ -1,0 +1,360 @@
+"""The SQLite store (aiosqlite): usage events with their daily rollup, routing rules, audit log.
+
+Concurrency: WAL mode, a busy timeout, and every write in `BEGIN IMMEDIATE` retried on
+"database is locked", so two processes writing one file both succeed. Within one process a
+lock serialises transactions on the shared connection. Every write is one transaction:
+on any error it rolls back and the store is as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from mcp_prism.core.pricing import to_picodollars
+from mcp_prism.core.usage import UsageEvent, iso, utcnow
+from mcp_prism.errors import InvalidInput, StoreError
+from mcp_prism.store.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5_000
+LOCK_RETRY_SECONDS = 60.0
+GROUP_COLUMNS = ("task_type", "model", "provider", "team", "user", "project", "day")
+
+_EVENT_COLUMNS = (
+    "id", "ts", "task_type", "model", "provider", "input_tokens", "cached_input_tokens",
+    "cache_write_tokens", "output_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "cost_usd",
+    "cost_pico", "price_snapshot_id", "batch", "status", "quality", "quality_source", "user", "team",
+    "project", "source", "rule_id", "rule_version", "request_id",
+)
+_INSERT_EVENT = (
+    f"INSERT INTO usage_events ({', '.join(_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS)})"
+)
+_ROLLUP_SUMS = ("requests", "errors", "unpriced", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+                "output_tokens", "reasoning_tokens", "cost_pico", "latency_ms_sum", "quality_sum", "quality_n")
+_UPSERT_ROLLUP = (
+    "INSERT INTO usage_daily (day, task_type, model, provider, team, user, project, "
+    f"{', '.join(_ROLLUP_SUMS)}) VALUES ({', '.join('?' for _ in range(7 + len(_ROLLUP_SUMS)))}) "
+    "ON CONFLICT (day, task_type, model, provider, team, user, project) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _ROLLUP_SUMS)
+)
+
+
+def _is_locked(err: BaseException) -> bool:
+    return isinstance(err, sqlite3.OperationalError) and (
+        "locked" in str(err) or "busy" in str(err)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRow:
+    task_type: str
+    version: int
+    body: dict[str, Any]
+    author: str
+    reason: str
+    evidence: str | None
+    created_at: str
+
+
+class Store:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._snapshot_ids: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- lifecycle
+    @classmethod
+    async def open(cls, path: str | Path) -> Store:
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(str(path), isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the database at {path}: {e}") from None
+        store = cls(conn, path)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await store._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await store._migrate()
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _migrate(self) -> None:
+        async def work(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            done = {r[0] for r in await conn.execute_fetchall("SELECT name FROM schema_migrations")}
+            for name, sql in MIGRATIONS:
+                if name in done:
+                    continue
+                for statement in _split_sql(sql):
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, iso(utcnow())))
+                log.info("applied migration %s", name)
+
+        await self.transaction(work)
+
+    # ---------------------------------------------------------------- transactions
+    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        delay = 0.005
+        while True:
+            try:
+                return await op()
+            except sqlite3.OperationalError as e:
+                if not _is_locked(e) or time.monotonic() > deadline:
+                    raise StoreError(f"the database at {self.path} stayed busy: {e}") from None
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.2)
+
+    async def transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `work` in one IMMEDIATE transaction: all of it is written, or none."""
+        async with self._lock:
+            conn = self._conn
+
+            async def attempt() -> T:
+                await conn.execute("BEGIN IMMEDIATE")
+                before = dict(self._snapshot_ids)
+                try:
+                    result = await work(conn)
+                    await conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    self._snapshot_ids = before  # forget ids assigned inside the failed transaction
+                    await conn.execute("ROLLBACK")
+                    raise
+
+            try:
+                return await self._retrying(attempt)
+            except sqlite3.IntegrityError as e:
+                raise InvalidInput(f"rejected by the database, nothing was written: {e}") from None
+            except sqlite3.Error as e:
+                raise StoreError(f"database error, nothing was written: {e}") from None
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            try:
+                cur = await self._retrying(lambda: self._conn.execute(sql, params))
+                cur.row_factory = sqlite3.Row
+                rows = await cur.fetchall()
+                await cur.close()
+                return list(rows)  # type: ignore[arg-type]
+            except sqlite3.Error as e:
+                raise StoreError(f"database error while reading: {e}") from None
+
+    # ---------------------------------------------------------------- usage events
+    async def _snapshot_id(self, conn: aiosqlite.Connection, body: str) -> int:
+        sid = self._snapshot_ids.get(body)
+        if sid is None:
+            await conn.execute("INSERT OR IGNORE INTO price_snapshots (body) VALUES (?)", (body,))
+            rows = await conn.execute_fetchall("SELECT id FROM price_snapshots WHERE body = ?", (body,))
+            sid = self._snapshot_ids[body] = next(iter(rows))[0]
+        return sid
+
+    async def insert_events(self, events: Iterable[UsageEvent]) -> list[UsageEvent]:
+        """Store events; those whose request_id is already stored are skipped. Returns the new ones."""
+        batch = list(events)
+        if not batch:
+            return []
+
+        async def work(conn: aiosqlite.Connection) -> list[UsageEvent]:
+            wanted = [e.request_id for e in batch if e.request_id]
+            existing: set[str] = set()
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                rows = await conn.execute_fetchall(
+                    f"SELECT request_id FROM usage_events WHERE request_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                existing.update(r[0] for r in rows)
+            fresh: list[UsageEvent] = []
+            for e in batch:
+                if e.request_id:
+                    if e.request_id in existing:
+                        continue
+                    existing.add(e.request_id)
+                fresh.append(e)
+
+            rows_out = []
+            rollup: dict[tuple[str, ...], list[Any]] = {}
+            for e in fresh:
+                t = e.tokens
+                pico = to_picodollars(e.cost_usd) if e.cost_usd is not None else None
+                sid = await self._snapshot_id(conn, e.prices.to_json()) if e.prices is not None else None
+                rows_out.append((
+                    e.id, iso(e.ts), e.task_type, e.model, e.provider, t.input_tokens, t.cached_input_tokens,
+                    t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, e.latency_ms, e.ttft_ms,
+                    None if e.cost_usd is None else str(e.cost_usd), pico, sid, int(e.batch), e.status,
+                    e.quality, e.quality_source, e.user, e.team, e.project, e.source, e.rule_id,
+                    e.rule_version, e.request_id,
+                ))
+                key = (iso(e.ts)[:10], e.task_type, e.model, e.provider, e.team or "", e.user or "",
+                       e.project or "")
+                acc = rollup.get(key)
+                if acc is None:
+                    acc = rollup[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0]
+                acc[0] += 1
+                acc[1] += e.status != "ok"
+                acc[2] += pico is None
+                acc[3] += t.input_tokens
+                acc[4] += t.cached_input_tokens
+                acc[5] += t.cache_write_tokens
+                acc[6] += t.output_tokens
+                acc[7] += t.reasoning_tokens
+                acc[8] += pico or 0
+                acc[9] += e.latency_ms
+                if e.quality is not None:
+                    acc[10] += e.quality
+                    acc[11] += 1
+            await conn.executemany(_INSERT_EVENT, rows_out)
+            await conn.executemany(_UPSERT_ROLLUP, [(*k, *v) for k, v in rollup.items()])
+            samples = [(e.id, e.prompt, e.response) for e in fresh if e.prompt is not None or e.response is not None]
+            if samples:
+                await conn.executemany("INSERT INTO samples (event_id, prompt, response) VALUES (?, ?, ?)", samples)
+            return fresh
+
+        return await self.transaction(work)
+
+    async def find_event(self, ref: str) -> sqlite3.Row | None:
+        rows = await self.fetch(
+            "SELECT e.*, p.body AS price_snapshot FROM usage_events e "
+            "LEFT JOIN price_snapshots p ON p.id = e.price_snapshot_id WHERE e.id = ? OR e.request_id = ?",
+            (ref, ref),
+        )
+        return rows[0] if rows else None
+
+    async def set_quality(self, ref: str, score: float, source: str) -> sqlite3.Row:
+        """Set an event's quality score (by id or request_id) and keep the rollup in step."""
+
+        async def work(conn: aiosqlite.Connection) -> sqlite3.Row:
+            conn.row_factory = sqlite3.Row
+            try:
+                rows = list(await conn.execute_fetchall(
+                    "SELECT * FROM usage_events WHERE id = ? OR request_id = ?", (ref, ref)))
+            finally:
+                conn.row_factory = None
+            if not rows:
+                raise InvalidInput(f"no usage event has id or request_id {ref!r}; record_usage returns the id "
+                                   "to use, or pass the request_id you gave record_usage")
+            ev = rows[0]
+            old = ev["quality"]
+            await conn.execute("UPDATE usage_events SET quality = ?, quality_source = ? WHERE id = ?",
+                               (score, source, ev["id"]))
+            await conn.execute(
+                "UPDATE usage_daily SET quality_sum = quality_sum + ?, quality_n = quality_n + ? "
+                "WHERE day = ? AND task_type = ? AND model = ? AND provider = ? AND team = ? AND user = ? "
+                "AND project = ?",
+                (score - (old or 0.0), 0 if old is not None else 1, ev["ts"][:10], ev["task_type"], ev["model"],
+                 ev["provider"], ev["team"] or "", ev["user"] or "", ev["project"] or ""),
+            )
+            return ev
+
+        return await self.transaction(work)
+
+    async def rollup(self, since_day: str, until_day: str, group_by: Sequence[str],
+                     filters: dict[str, str] | None = None) -> list[sqlite3.Row]:
+        """Sums over [since_day, until_day) grouped by `group_by` (columns of GROUP_COLUMNS)."""
+        bad = [g for g in group_by if g not in GROUP_COLUMNS]
+        if bad:
+            raise InvalidInput(f"cannot group by {bad}; choose from {list(GROUP_COLUMNS)}")
+        where, params = ["day >= ?", "day < ?"], [since_day, until_day]
+        for col, value in (filters or {}).items():
+            if col not in GROUP_COLUMNS:
+                raise InvalidInput(f"cannot filter by {col!r}; choose from {list(GROUP_COLUMNS)}")
+            where.append(f"{col} = ?")
+            params.append(value)
+        cols = ", ".join(group_by)
+        sums = ", ".join(f"SUM({c}) AS {c}" for c in _ROLLUP_SUMS)
+        sql = (f"SELECT {cols + ', ' if cols else ''}{sums}, MIN(day) AS first_day FROM usage_daily "
+               f"WHERE {' AND '.join(where)}" + (f" GROUP BY {cols}" if cols else ""))
+        return await self.fetch(sql, params)
+
+    async def count_events(self) -> int:
+        rows = await self.fetch("SELECT COUNT(*) FROM usage_events")
+        return int(rows[0][0])
+
+    # ---------------------------------------------------------------- routing rules and audit
+    async def latest_rules(self) -> dict[str, RuleRow]:
+        rows = await self.fetch(
+            "SELECT r.* FROM routing_rules r JOIN (SELECT task_type, MAX(version) AS v FROM routing_rules "
+            "GROUP BY task_type) m ON m.task_type = r.task_type AND m.v = r.version"
+        )
+        return {r["task_type"]: _rule_row(r) for r in rows}
+
+    async def rule_history(self, task_type: str) -> list[RuleRow]:
+        rows = await self.fetch("SELECT * FROM routing_rules WHERE task_type = ? ORDER BY version", (task_type,))
+        return [_rule_row(r) for r in rows]
+
+    async def add_rule_version(self, task_type: str, body: dict[str, Any], *, author: str, reason: str,
+                               evidence: str | None, action: str, details: dict[str, Any],
+                               expect_version: int | None = None) -> RuleRow:
+        """Store a new version of a rule and its audit entry in one transaction."""
+
+        async def work(conn: aiosqlite.Connection) -> RuleRow:
+            rows = await conn.execute_fetchall(
+                "SELECT COALESCE(MAX(version), 0) FROM routing_rules WHERE task_type = ?", (task_type,))
+            current = next(iter(rows))[0]
+            if expect_version is not None and current != expect_version:
+                raise InvalidInput(f"rule {task_type} changed meanwhile (now version {current}); read it again")
+            version = current + 1
+            now = iso(utcnow())
+            body_json = json.dumps(body, sort_keys=True)
+            await conn.execute("INSERT INTO routing_rules VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (task_type, version, body_json, author, reason, evidence, now))
+            await conn.execute(
+                "INSERT INTO audit_log (ts, actor, action, target, details) VALUES (?, ?, ?, ?, ?)",
+                (now, author, action, f"rule:{task_type}",
+                 json.dumps({**details, "version": version}, sort_keys=True, default=str)),
+            )
+            return RuleRow(task_type, version, body, author, reason, evidence, now)
+
+        return await self.transaction(work)
+
+    async def audit_log(self, limit: int = 100, target: str | None = None) -> list[sqlite3.Row]:
+        if target:
+            return await self.fetch("SELECT * FROM audit_log WHERE target = ? ORDER BY id DESC LIMIT ?",
+                                    (target, limit))
+        return await self.fetch("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
+
+
+def _rule_row(r: sqlite3.Row) -> RuleRow:
+    return RuleRow(r["task_type"], r["version"], json.loads(r["body"]), r["author"], r["reason"],
+                   r["evidence"], r["created_at"])
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def day_of(ts: datetime) -> str:
+    return iso(ts)[:10]
