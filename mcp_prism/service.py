@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +23,7 @@ from mcp_prism.core.report import Totals, monthly, pct, repriced
 from mcp_prism.core.routing import DEFAULT_PROFILES, FALLBACK_PROFILE, choose_model, default_rule_for
 from mcp_prism.core.rules import DEFAULT_RULES, RoutingRule, parse_rule
 from mcp_prism.core.tasks import TaskTypeSpec, Tier
-from mcp_prism.core.usage import QUALITY_SOURCES, SOURCES, STATUSES, UsageEvent, iso, parse_iso, utcnow
+from mcp_prism.core.usage import QUALITY_SOURCES, SOURCES, STATUSES, UsageEvent, parse_iso, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
 from mcp_prism.results import (
     Alternative,

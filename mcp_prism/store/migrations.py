@@ -49,15 +49,15 @@ MIGRATIONS: list[tuple[str, str]] = [
             prompt TEXT,
             response TEXT
         );
-        -- Daily rollup kept in step with usage_events inside the same transaction, so reports over
-        -- millions of events read thousands of rows. Empty strings stand for "not given".
+        -- Daily rollups kept in step with usage_events inside the same transaction, so reports over
+        -- millions of events read thousands of rows. Empty strings stand for "not given". Users are
+        -- in a rollup of their own: crossed with models and task types they would multiply the rows.
         CREATE TABLE usage_daily (
             day TEXT NOT NULL,
             task_type TEXT NOT NULL,
             model TEXT NOT NULL,
             provider TEXT NOT NULL,
             team TEXT NOT NULL,
-            user TEXT NOT NULL,
             project TEXT NOT NULL,
             requests INTEGER NOT NULL DEFAULT 0,
             errors INTEGER NOT NULL DEFAULT 0,
@@ -71,7 +71,26 @@ MIGRATIONS: list[tuple[str, str]] = [
             latency_ms_sum REAL NOT NULL DEFAULT 0,
             quality_sum REAL NOT NULL DEFAULT 0,
             quality_n INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (day, task_type, model, provider, team, user, project)
+            PRIMARY KEY (day, task_type, model, provider, team, project)
+        ) WITHOUT ROWID;
+        CREATE TABLE usage_daily_user (
+            day TEXT NOT NULL,
+            user TEXT NOT NULL,
+            team TEXT NOT NULL,
+            project TEXT NOT NULL,
+            requests INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0,
+            unpriced INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_pico INTEGER NOT NULL DEFAULT 0,
+            latency_ms_sum REAL NOT NULL DEFAULT 0,
+            quality_sum REAL NOT NULL DEFAULT 0,
+            quality_n INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, user, team, project)
         ) WITHOUT ROWID;
         """,
     ),

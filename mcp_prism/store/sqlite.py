@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from mcp_prism.core.pricing import to_picodollars
+from mcp_prism.core.pricing import PriceSnapshot, to_picodollars
 from mcp_prism.core.usage import UsageEvent, iso, utcnow
 from mcp_prism.errors import InvalidInput, StoreError
 from mcp_prism.store.migrations import MIGRATIONS
@@ -46,12 +46,30 @@ _INSERT_EVENT = (
 )
 _ROLLUP_SUMS = ("requests", "errors", "unpriced", "input_tokens", "cached_input_tokens", "cache_write_tokens",
                 "output_tokens", "reasoning_tokens", "cost_pico", "latency_ms_sum", "quality_sum", "quality_n")
-_UPSERT_ROLLUP = (
-    "INSERT INTO usage_daily (day, task_type, model, provider, team, user, project, "
-    f"{', '.join(_ROLLUP_SUMS)}) VALUES ({', '.join('?' for _ in range(7 + len(_ROLLUP_SUMS)))}) "
-    "ON CONFLICT (day, task_type, model, provider, team, user, project) DO UPDATE SET "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _ROLLUP_SUMS)
-)
+# The same sums computed from raw events, for groupings no rollup holds.
+_RAW_SUMS = {
+    "requests": "COUNT(*)", "errors": "SUM(status != 'ok')", "unpriced": "SUM(cost_pico IS NULL)",
+    "input_tokens": "SUM(input_tokens)", "cached_input_tokens": "SUM(cached_input_tokens)",
+    "cache_write_tokens": "SUM(cache_write_tokens)", "output_tokens": "SUM(output_tokens)",
+    "reasoning_tokens": "SUM(reasoning_tokens)", "cost_pico": "SUM(cost_pico)",
+    "latency_ms_sum": "SUM(latency_ms)", "quality_sum": "SUM(quality)", "quality_n": "COUNT(quality)",
+}
+# rollup table -> its key columns (besides the sums)
+ROLLUPS: dict[str, tuple[str, ...]] = {
+    "usage_daily": ("day", "task_type", "model", "provider", "team", "project"),
+    "usage_daily_user": ("day", "user", "team", "project"),
+}
+
+
+def _upsert_sql(table: str) -> str:
+    keys = ROLLUPS[table]
+    cols = (*keys, *_ROLLUP_SUMS)
+    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+            + ", ".join(f"{c} = {c} + excluded.{c}" for c in _ROLLUP_SUMS))
+
+
+_UPSERTS = {table: _upsert_sql(table) for table in ROLLUPS}
 
 
 def _is_locked(err: BaseException) -> bool:
@@ -93,6 +111,7 @@ class Store:
             await store._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: keeps the indexes hot when ingesting
             await store._migrate()
         except BaseException:
             await conn.close()
@@ -206,38 +225,34 @@ class Store:
                 fresh.append(e)
 
             rows_out = []
-            rollup: dict[tuple[str, ...], list[Any]] = {}
+            sums: dict[str, dict[tuple[str, ...], list[Any]]] = {table: {} for table in ROLLUPS}
             for e in fresh:
                 t = e.tokens
                 pico = to_picodollars(e.cost_usd) if e.cost_usd is not None else None
-                sid = await self._snapshot_id(conn, e.prices.to_json()) if e.prices is not None else None
+                sid = await self._snapshot_id(conn, _snapshot_json(e.prices)) if e.prices is not None else None
+                ts = iso(e.ts)
                 rows_out.append((
-                    e.id, iso(e.ts), e.task_type, e.model, e.provider, t.input_tokens, t.cached_input_tokens,
+                    e.id, ts, e.task_type, e.model, e.provider, t.input_tokens, t.cached_input_tokens,
                     t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, e.latency_ms, e.ttft_ms,
                     None if e.cost_usd is None else str(e.cost_usd), pico, sid, int(e.batch), e.status,
                     e.quality, e.quality_source, e.user, e.team, e.project, e.source, e.rule_id,
                     e.rule_version, e.request_id,
                 ))
-                key = (iso(e.ts)[:10], e.task_type, e.model, e.provider, e.team or "", e.user or "",
-                       e.project or "")
-                acc = rollup.get(key)
-                if acc is None:
-                    acc = rollup[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0]
-                acc[0] += 1
-                acc[1] += e.status != "ok"
-                acc[2] += pico is None
-                acc[3] += t.input_tokens
-                acc[4] += t.cached_input_tokens
-                acc[5] += t.cache_write_tokens
-                acc[6] += t.output_tokens
-                acc[7] += t.reasoning_tokens
-                acc[8] += pico or 0
-                acc[9] += e.latency_ms
-                if e.quality is not None:
-                    acc[10] += e.quality
-                    acc[11] += 1
+                values = (1, e.status != "ok", pico is None, t.input_tokens, t.cached_input_tokens,
+                          t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, pico or 0, e.latency_ms,
+                          e.quality or 0.0, e.quality is not None)
+                team, project = e.team or "", e.project or ""
+                for table, key in (("usage_daily", (ts[:10], e.task_type, e.model, e.provider, team, project)),
+                                   ("usage_daily_user", (ts[:10], e.user or "", team, project))):
+                    acc = sums[table].get(key)
+                    if acc is None:
+                        sums[table][key] = list(values)
+                    else:
+                        for i, v in enumerate(values):
+                            acc[i] += v
             await conn.executemany(_INSERT_EVENT, rows_out)
-            await conn.executemany(_UPSERT_ROLLUP, [(*k, *v) for k, v in rollup.items()])
+            for table, acc in sums.items():
+                await conn.executemany(_UPSERTS[table], [(*k, *v) for k, v in acc.items()])
             samples = [(e.id, e.prompt, e.response) for e in fresh if e.prompt is not None or e.response is not None]
             if samples:
                 await conn.executemany("INSERT INTO samples (event_id, prompt, response) VALUES (?, ?, ?)", samples)
@@ -270,33 +285,46 @@ class Store:
             old = ev["quality"]
             await conn.execute("UPDATE usage_events SET quality = ?, quality_source = ? WHERE id = ?",
                                (score, source, ev["id"]))
+            delta, counted = score - (old or 0.0), 0 if old is not None else 1
+            day, team, project = ev["ts"][:10], ev["team"] or "", ev["project"] or ""
             await conn.execute(
-                "UPDATE usage_daily SET quality_sum = quality_sum + ?, quality_n = quality_n + ? "
-                "WHERE day = ? AND task_type = ? AND model = ? AND provider = ? AND team = ? AND user = ? "
-                "AND project = ?",
-                (score - (old or 0.0), 0 if old is not None else 1, ev["ts"][:10], ev["task_type"], ev["model"],
-                 ev["provider"], ev["team"] or "", ev["user"] or "", ev["project"] or ""),
-            )
+                "UPDATE usage_daily SET quality_sum = quality_sum + ?, quality_n = quality_n + ? WHERE day = ? "
+                "AND task_type = ? AND model = ? AND provider = ? AND team = ? AND project = ?",
+                (delta, counted, day, ev["task_type"], ev["model"], ev["provider"], team, project))
+            await conn.execute(
+                "UPDATE usage_daily_user SET quality_sum = quality_sum + ?, quality_n = quality_n + ? "
+                "WHERE day = ? AND user = ? AND team = ? AND project = ?",
+                (delta, counted, day, ev["user"] or "", team, project))
             return ev
 
         return await self.transaction(work)
 
     async def rollup(self, since_day: str, until_day: str, group_by: Sequence[str],
                      filters: dict[str, str] | None = None) -> list[sqlite3.Row]:
-        """Sums over [since_day, until_day) grouped by `group_by` (columns of GROUP_COLUMNS)."""
-        bad = [g for g in group_by if g not in GROUP_COLUMNS]
+        """Sums over [since_day, until_day) grouped by `group_by` (columns of GROUP_COLUMNS).
+
+        Reads the smallest rollup that has every column asked for; raw events otherwise."""
+        filters = filters or {}
+        bad = [c for c in (*group_by, *filters) if c not in GROUP_COLUMNS]
         if bad:
-            raise InvalidInput(f"cannot group by {bad}; choose from {list(GROUP_COLUMNS)}")
-        where, params = ["day >= ?", "day < ?"], [since_day, until_day]
-        for col, value in (filters or {}).items():
-            if col not in GROUP_COLUMNS:
-                raise InvalidInput(f"cannot filter by {col!r}; choose from {list(GROUP_COLUMNS)}")
-            where.append(f"{col} = ?")
-            params.append(value)
-        cols = ", ".join(group_by)
-        sums = ", ".join(f"SUM({c}) AS {c}" for c in _ROLLUP_SUMS)
-        sql = (f"SELECT {cols + ', ' if cols else ''}{sums}, MIN(day) AS first_day FROM usage_daily "
-               f"WHERE {' AND '.join(where)}" + (f" GROUP BY {cols}" if cols else ""))
+            raise InvalidInput(f"cannot group or filter by {bad}; choose from {list(GROUP_COLUMNS)}")
+        needed = {*group_by, *filters}
+        table = next((t for t, keys in ROLLUPS.items() if needed <= set(keys)), None)
+        if table is not None:
+            day_col, sums = "day", [f"SUM({c}) AS {c}" for c in _ROLLUP_SUMS]
+            cols = list(group_by)
+            params: list[Any] = [since_day, until_day, *filters.values()]
+            where = ["day >= ?", "day < ?", *(f"{c} = ?" for c in filters)]
+        else:  # raw events: `day` is derived, absent values are NULL rather than ''
+            table, day_col = "usage_events", "substr(ts, 1, 10)"
+            sums = [f"{expr} AS {c}" for c, expr in _RAW_SUMS.items()]
+            cols = [f"{day_col} AS day" if c == "day" else f"COALESCE({c}, '') AS {c}" for c in group_by]
+            params = [since_day, until_day, *filters.values()]
+            where = ["ts >= ?", "ts < ?", *(f"COALESCE({c}, '') = ?" for c in filters)]
+        select = ", ".join([*cols, *sums, f"MIN({day_col}) AS first_day"])
+        sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"
+        if group_by:
+            sql += " GROUP BY " + ", ".join(group_by)
         return await self.fetch(sql, params)
 
     async def count_events(self) -> int:
@@ -345,6 +373,17 @@ class Store:
             return await self.fetch("SELECT * FROM audit_log WHERE target = ? ORDER BY id DESC LIMIT ?",
                                     (target, limit))
         return await self.fetch("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
+
+
+_SNAPSHOT_JSON: dict[int, tuple[PriceSnapshot, str]] = {}
+
+
+def _snapshot_json(prices: PriceSnapshot) -> str:
+    """JSON of a snapshot, memoised per object (the catalog hands out few, long-lived ones)."""
+    hit = _SNAPSHOT_JSON.get(id(prices))
+    if hit is None or hit[0] is not prices:
+        hit = _SNAPSHOT_JSON[id(prices)] = (prices, prices.to_json())
+    return hit[1]
 
 
 def _rule_row(r: sqlite3.Row) -> RuleRow:
