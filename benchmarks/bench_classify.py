@@ -75,7 +75,8 @@ def main(argv: list[str]) -> None:
         for r in rows:
             if r["predicted"] != r["task_type"] and (show == "all" or r["split"] == show):
                 res = r["result"]
-                print(f"[{r['split']}{' hard' if r['hard'] else ''}] want {r['task_type']} got {r['predicted']}"
+                tag = r["split"] + (" hard" if r["hard"] else "")
+                print(f"[{tag}] want {r['task_type']} got {r['predicted']}"
                       f" ({res.confidence:.2f}, runner-up {res.runner_up}): {r['text']!r}")
                 for s in res.signals:
                     print(f"      {s}")
@@ -95,7 +96,8 @@ def main(argv: list[str]) -> None:
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
     print()
     print(f"timing over {len(samples)} calls ({len(texts)} requests x {REPEAT}):")
-    print(f"  p50 {p50:.1f} us   p99 {p99:.1f} us   mean {statistics.fmean(samples):.1f} us   max {samples[-1]:.1f} us")
+    mean = statistics.fmean(samples)
+    print(f"  p50 {p50:.1f} us   p99 {p99:.1f} us   mean {mean:.1f} us   max {samples[-1]:.1f} us")
 
     big = "\n".join(texts) * 40
     t0 = clock()

@@ -81,199 +81,219 @@ KEYWORD_WEIGHT = 3.0
 STRENGTH_HALF = 2.0
 MARGIN_FLOOR = 0.5
 # Very long texts are scanned in a head + tail window so a call stays fast on pasted logs.
-SCAN_HEAD = 4000
-SCAN_TAIL = 2000
-MAX_SIGNALS = 6
+SCAN_HEAD = 3000
+SCAN_TAIL = 1000
+MAX_PHRASES = 5  # evidence phrases reported for the winning type
 
 _W = r"[\w'-]+"  # one word
 _GAP = r"(?:\s+[\w'./#-]+){0,4}?\s+"  # up to four intervening words
 
-# Patterns are case-insensitive and wrapped in (?<!\w)...(?!\w) so they match whole words;
-# write `\w*` to allow a stem. Use only non-capturing groups (?:...).
-_Pattern = tuple[str, float, bool]
+# Patterns are written in lowercase and matched against the lowercased request, whole words
+# only (each is wrapped in (?<!\w)...(?!\w)); write `\w*` to allow a stem. Use only
+# non-capturing groups (?:...).
+_Pattern = tuple[str, float, bool]  # (regex, weight, is_intent)
+
+
+def I(weight: float, pattern: str) -> _Pattern:  # noqa: E743 - short on purpose: table rows
+    """An intent pattern: what the developer wants done."""
+    return (pattern, weight, INTENT)
+
+
+def T(weight: float, pattern: str) -> _Pattern:
+    """A topic pattern: what the request is about."""
+    return (pattern, weight, TOPIC)
+
 
 _BUILTIN_PATTERNS: dict[str, tuple[_Pattern, ...]] = {
     "ticket_classification": (
-        (r"triage\w*", 3.5, INTENT),
-        (r"(?:label|tag|categori[sz]e|classify|route|sort)(?:\s+(?:this|these|each|the|all))", 3.0, INTENT),
-        (r"(?:apply|add|assign)\s+(?:the\s+)?(?:labels?|tags?|severit(?:y|ies)|priorit(?:y|ies))", 3.0, INTENT),
-        (r"assign\s+(?:a|an)\s+(?:severity|priority|owner|team|label)", 3.0, INTENT),
-        (r"prioriti[sz]e", 2.5, INTENT),
-        (r"which\s+(?:team|queue|component|label|channel|owner|bucket|category)", 3.0, INTENT),
-        (r"(?:which|what)\s+team\s+owns", 3.0, INTENT),
-        (r"mark\s+which", 2.5, INTENT),
-        (r"dedupe|de-duplicate|deduplicate", 2.5, INTENT),
-        (r"duplicate\s+of\s+#?\d+", 3.0, INTENT),
-        (r"(?:is\s+this|are\s+these)\s+(?:\w+\s+)?(?:ticket|issue|bug|alert)s?\s+(?:a\s+)?\w+\s+or\s+\w+", 3.0,
-         INTENT),
-        (r"p[0-4]\s+or\s+p[0-4]|sev\s?[0-4]\s*(?:\.\.|-|or|to)\s*sev\s?[0-4]", 2.5, TOPIC),
-        (r"(?:support\s+|jira\s+|zendesk\s+)?tickets?", 1.5, TOPIC),
-        (r"issues", 1.0, TOPIC),
-        (r"jira|zendesk|linear|backlog|inbox", 1.0, TOPIC),
-        (r"feature\s+requests?\s+(?:vs\.?|or|/)\s+bugs?|bugs?\s+(?:vs\.?|or|/)\s+feature\s+requests?", 2.0, TOPIC),
-        (r"severity|priority|sentiment|good-first-issue", 1.5, TOPIC),
-        (r"(?:as|into)\s+(?:one\s+of\s+)?\{?\s*\w+\s*(?:,|/)\s*\w+\s*(?:,|/|or)", 1.0, TOPIC),
-        (r"labels?", 1.0, TOPIC),
+        I(3.5, r"triage\w*"),
+        I(3.0, r"(?:label|tag|categori[sz]e|classify|route|sort)(?:\s+(?:this|these|each|the|all))"),
+        I(3.0, r"(?:apply|add|assign)\s+(?:the\s+)?(?:labels?|tags?|severit(?:y|ies)|priorit(?:y|ies))"),
+        I(3.0, r"assign\s+(?:a|an)\s+(?:severity|priority|owner|team|label)"),
+        I(2.5, r"classify|categori[sz]e|prioriti[sz]e"),
+        I(3.0, r"which\s+(?:team|queue|component|label|channel|owner|bucket|category)"),
+        I(3.0, r"(?:which|what)\s+team\s+owns"),
+        I(2.5, r"mark\s+which"),
+        I(2.5, r"dedupe|de-duplicate|deduplicate"),
+        I(3.0, r"duplicate\s+of\s+#?\d+"),
+        I(3.0, r"(?:is\s+this|are\s+these)\s+(?:\w+\s+)?(?:ticket|issue|bug|"
+            r"alert)s?\s+(?:a\s+)?\w+\s+or\s+\w+"),
+        T(2.5, r"p[0-4]\s+or\s+p[0-4]|sev\s?[0-4]\s*(?:\.\.|-|or|to)\s*sev\s?[0-4]"),
+        T(1.5, r"(?:support\s+|jira\s+|zendesk\s+)?tickets?"),
+        T(1.0, r"issues"),
+        T(1.0, r"jira|zendesk|linear|backlog|inbox"),
+        T(2.0, r"feature\s+requests?\s+(?:vs\.?|or|/)\s+bugs?|bugs?\s+(?:vs\.?|or|/)\s+feature\s+requests?"),
+        T(1.5, r"severity|priority|sentiment|good-first-issue"),
+        T(1.0, r"(?:as|into)\s+(?:one\s+of\s+)?\{?\s*\w+\s*(?:,|/)\s*\w+\s*(?:,|/|or)"),
+        T(1.0, r"labels?"),
     ),
     "code_autocomplete": (
-        (r"(?:auto-?)?complete\s+(?:this|the|my)", 3.5, INTENT),
-        (r"autocomplete", 3.5, INTENT),
-        (r"finish\s+(?:this|the|my|writing)", 3.5, INTENT),
-        (r"fill\s+in", 3.5, INTENT),
-        (r"what\s+goes\s+(?:after|next|here|in)", 3.5, INTENT),
-        (r"continue\s+(?:this|the|my)\s+(?:code|function|snippet|line|class|block)", 3.5, INTENT),
-        (r"(?:write|give\s+me)\s+the\s+rest\s+of", 3.5, INTENT),
-        (r"(?:next\s+(?:few\s+)?lines|rest\s+of\s+(?:this|the)\s+(?:line|function|loop|block))", 3.0, INTENT),
-        (r"implement\s+the\s+todo", 3.0, INTENT),
-        (r"missing\s+(?:lines?|fields?|cases?|branch(?:es)?|variants?|clause|body|return)", 2.0, TOPIC),
-        (r"(?:function|method)\s+(?:stub|body|signature)", 1.5, TOPIC),
-        (r"the\s+body\s+of", 1.5, TOPIC),
-        (r"keep\s+the\s+signature", 1.5, TOPIC),
+        I(3.5, r"(?:auto-?)?complete\s+(?:this|the|my)"),
+        I(3.5, r"autocomplete"),
+        I(3.5, r"finish\s+(?:this|the|my|writing)"),
+        I(3.5, r"fill\s+in"),
+        I(3.5, r"what\s+goes\s+(?:after|next|here|in)"),
+        I(3.5, r"continue\s+(?:this|the|my)\s+(?:code|function|snippet|line|class|block)"),
+        I(3.5, r"(?:write|give\s+me)\s+the\s+rest\s+of"),
+        I(3.0, r"(?:next\s+(?:few\s+)?lines|rest\s+of\s+(?:this|the)\s+(?:line|function|loop|block))"),
+        I(3.0, r"implement\s+the\s+todo"),
+        T(2.0, r"missing\s+(?:lines?|fields?|cases?|branch(?:es)?|variants?|clause|body|return)"),
+        T(1.5, r"(?:function|method)\s+(?:stub|body|signature)"),
+        T(1.5, r"the\s+body\s+of"),
+        T(1.5, r"keep\s+the\s+signature"),
     ),
     "data_extraction": (
-        (r"extract\w*", 3.5, INTENT),
-        (r"pull\s+(?:out|the|all|every)", 3.0, INTENT),
-        (r"parse\s+(?:these|this|the|all|each)", 3.0, INTENT),
-        (r"grab\s+(?:all|every|the)", 3.0, INTENT),
-        (r"scrape", 3.0, INTENT),
-        (r"(?:get|give)\s+(?:me\s+)?the" + _GAP + r"(?:from|out\s+of)", 2.5, INTENT),
-        (r"list\s+(?:all|every|each)" + r"(?:\s+[\w'-]+){0,4}?\s+(?:mentioned|referenced|in|from)", 2.5, INTENT),
-        (r"(?:into|as|return|output)\s+(?:a\s+|an\s+)?(?:json|csv|table|dict|list|schema|structured|yaml)", 2.0,
-         TOPIC),
-        (r"structured\s+(?:fields|data|output)|unstructured", 2.0, TOPIC),
-        (r"(?:key/value|key-value)\s+pairs?|fields?|field\s+names", 1.0, TOPIC),
-        (r"(?:from|out\s+of)\s+(?:this|these|each|the)\s+(?:text|logs?|pdf|documents?|payloads?|output|emails?|"
-         r"snippet|contract|page|markdown|html|file)", 1.5, TOPIC),
-        (r"mentioned|referenced", 1.0, TOPIC),
+        I(3.5, r"extract\w*"),
+        I(3.0, r"pull\s+(?:out|the|all|every)"),
+        I(3.0, r"parse\s+(?:these|this|the|all|each)"),
+        I(3.0, r"grab\s+(?:all|every|the)"),
+        I(3.0, r"scrape"),
+        I(2.5, r"(?:get|give)\s+(?:me\s+)?the" + _GAP + r"(?:from|out\s+of)"),
+        I(2.5, r"list\s+(?:all|every|each)"),
+        T(2.0, r"(?:into|as|return|output)\s+(?:a\s+|an\s+)?(?:json|csv|table|dict|list|schema|structured|"
+            r"yaml)"),
+        T(2.0, r"structured\s+(?:fields|data|output)|unstructured"),
+        T(1.0, r"(?:key/value|key-value)\s+pairs?|fields?|field\s+names"),
+        T(1.5, r"(?:from|out\s+of)\s+(?:this|these|each|the)\s+(?:[\w-]+\s+)?(?:text|logs?|pdf|documents?|"
+            r"payloads?|output|emails?|"
+            r"snippet|contract|page|markdown|html|file)"),
+        T(1.0, r"mentioned|referenced"),
     ),
     "email_drafting": (
-        (r"(?:draft|compose|write|send)\s+(?:me\s+)?(?:up\s+)?(?:a|an|the)?\s*(?:short\s+|quick\s+|polite\s+|"
-         r"brief\s+)?(?:email|e-mail|reply|response|message|note|announcement|memo|letter|dm)", 4.0, INTENT),
-        (r"draft\w*", 2.5, INTENT),
-        (r"compose", 2.5, INTENT),
-        (r"(?:reply|respond)\s+to", 3.5, INTENT),
-        (r"announc\w+", 2.0, INTENT),
-        (r"(?:write|help\s+me\s+write)\s+(?:a\s+)?(?:polite\s+)?follow-?up", 3.5, INTENT),
-        (r"e-?mails?", 2.0, TOPIC),
-        (r"status\s+update|thank-?you\s+note|intro\s+email|cold\s+email|mailing\s+list|newsletter", 2.5, TOPIC),
-        (r"slack\s+message|message\s+to|stakeholders|leadership|my\s+manager|the\s+team", 1.5, TOPIC),
-        (r"polite\w*|apologetic|tone|friendly|formal", 1.5, TOPIC),
-        (r"customers?|vendor|recruit\w*", 0.75, TOPIC),
+        I(4.0, r"(?:draft|compose|write|send)\s+(?:me\s+)?(?:up\s+)?(?:a|an|the)?\s*(?:short\s+|quick\s+|"
+            r"polite\s+|"
+            r"brief\s+)?(?:email|e-mail|reply|response|message|note|announcement|memo|letter|dm)"),
+        I(2.5, r"draft\w*"),
+        I(2.5, r"compose"),
+        I(3.5, r"(?:reply|respond)\s+to"),
+        I(2.0, r"announc\w+"),
+        I(3.5, r"(?:write|help\s+me\s+write)\s+(?:a\s+)?(?:polite\s+)?follow-?up"),
+        T(2.0, r"e-?mails?"),
+        T(2.5, r"status\s+update|thank-?you\s+note|intro\s+email|cold\s+email|mailing\s+list|newsletter"),
+        T(1.5, r"slack\s+message|message\s+to|stakeholders|leadership|my\s+manager|the\s+team"),
+        T(1.5, r"polite\w*|apologetic|tone|friendly|formal"),
+        T(0.75, r"customers?|vendor|recruit\w*"),
     ),
     "doc_generation": (
-        (r"document\s+(?:the|our|this|these|how|what|each|all)", 3.5, INTENT),
-        (r"(?:write|add|generate|create|update|improve)\s+(?:\w+\s+){0,2}?(?:docstrings?|readme|docs|"
-         r"documentation|changelog|release\s+notes|jsdoc|javadoc|comments|man\s+page|guide|runbook|"
-         r"contributing(?:\.md)?|api\s+docs|tutorial|wiki\s+page)", 4.0, INTENT),
-        (r"(?:explain|describe)\s+in\s+the\s+(?:docs|readme|documentation|wiki)", 3.5, INTENT),
-        (r"improve\s+the\s+wording", 3.0, INTENT),
-        (r"docstrings?|jsdoc|javadoc|doc\s+comments|readme(?:\.md)?|changelog(?:\.md)?|contributing\.md", 2.5,
-         TOPIC),
-        (r"docs?(?:/[\w./-]+)?|documentation|release\s+notes|getting-started|quickstart|runbook|man\s+page", 2.0,
-         TOPIC),
-        (r"[\w/-]+\.(?:md|rst|adoc)", 1.5, TOPIC),
-        (r"inline\s+comments|module-level|api\s+reference|openapi", 1.5, TOPIC),
-        (r"guide|tutorial|wording", 1.0, TOPIC),
+        I(3.5, r"document\s+(?:the|our|this|these|how|what|each|all)"),
+        I(4.0, r"(?:write|add|generate|create|update|improve)\s+(?:\w+\s+){0,2}?(?:docstrings?|readme|docs|"
+            r"documentation|changelog|release\s+notes|jsdoc|javadoc|comments|man\s+page|guide|runbook|"
+            r"contributing(?:\.md)?|api\s+docs|tutorial|wiki\s+page)"),
+        I(3.5, r"(?:explain|describe)\s+in\s+the\s+(?:docs|readme|documentation|wiki)"),
+        I(3.0, r"improve\s+the\s+wording"),
+        T(2.5, r"docstrings?|jsdoc|javadoc|doc\s+comments|readme(?:\.md)?|changelog(?:\.md)?|"
+            r"contributing\.md"),
+        T(2.0, r"docs?(?:/[\w./-]+)?|documentation|release\s+notes|getting-started|quickstart|runbook|"
+            r"man\s+page"),
+        T(1.5, r"[\w/-]+\.(?:md|rst|adoc)"),
+        T(1.5, r"inline\s+comments|module-level|api\s+reference|openapi"),
+        T(1.0, r"guide|tutorial|wording"),
     ),
     "test_generation": (
-        (r"(?:write|add|generate|create|need|make)\s+(?:me\s+)?(?:some\s+|more\s+|a\s+|an\s+)?(?:[\w+-]+\s+){0,2}?"
-         r"(?:unit\s+|integration\s+|e2e\s+|regression\s+|snapshot\s+|property(?:-based)?\s+)?"
-         r"(?:tests?|test\s+cases|specs?|fixtures)", 4.0, INTENT),
-        (r"(?:unit|integration|e2e|end-to-end|regression|snapshot|property-based|table-driven|contract|"
-         r"smoke|fuzz|load)\s+tests?", 2.5, TOPIC),
-        (r"test\s+cases?|test\s+coverage|coverage|fixtures", 2.0, TOPIC),
-        (r"(?:cover|covering)\s+(?:the\s+)?" + r"(?:[\w'-]+\s+){0,4}?" + r"(?:with\s+tests|edge\s+cases)", 3.0,
-         INTENT),
-        (r"with\s+tests", 2.0, TOPIC),
-        (r"test\s+the", 3.0, INTENT),
-        (r"mock\s+(?:the|out)", 2.5, INTENT),
-        (r"pytest|jest|vitest|hypothesis|playwright|cypress|junit|rspec|mocha|testify", 1.5, TOPIC),
-        (r"tests?|edge\s+cases", 1.0, TOPIC),
-        (r"assert\w*", 1.0, TOPIC),
+        I(4.0, r"(?:write|add|generate|create|need|make)\s+(?:me\s+)?(?:some\s+|more\s+|a\s+|an\s+)?"
+            r"(?:[\w+-]+\s+){0,2}?"
+            r"(?:unit\s+|integration\s+|e2e\s+|regression\s+|snapshot\s+|property(?:-based)?\s+)?"
+            r"(?:tests?|test\s+cases|specs?|fixtures)"),
+        T(2.5, r"(?:unit|integration|e2e|end-to-end|regression|snapshot|property-based|table-driven|contract|"
+            r"smoke|fuzz|load)\s+tests?"),
+        T(2.0, r"test\s+cases?|test\s+coverage|coverage|fixtures"),
+        I(3.0, r"(?:cover|covering)\s+(?:the\s+)?(?:[\w'-]+\s+){0,4}?(?:with\s+tests|edge\s+cases)"),
+        T(2.0, r"with\s+tests"),
+        I(3.0, r"test\s+the"),
+        I(4.0, r"(?:increase|improve|raise|boost)\s+(?:the\s+)?(?:test\s+)?coverage"),
+        I(2.5, r"mock\s+(?:the|out)"),
+        T(1.5, r"pytest|jest|vitest|hypothesis|playwright|cypress|junit|rspec|mocha|testify"),
+        T(1.0, r"tests?|edge\s+cases"),
+        T(1.0, r"assert\w*"),
     ),
     "code_review": (
-        (r"(?:code\s+)?review\w*", 3.0, INTENT),
-        (r"(?:look|go|read)\s+(?:over|through)\s+(?:my|this|the)", 2.5, INTENT),
-        (r"look\s+at\s+(?:this|my|the)\s+(?:diff|pr|pull\s+request|change|changes|code|patch)", 3.0, INTENT),
-        (r"critique|nitpick\w*|lgtm|second\s+pair\s+of\s+eyes|sanity[-\s]check\s+(?:my|this)\s+code", 3.5, INTENT),
-        (r"(?:give|any)\s+(?:me\s+)?feedback\s+on|feedback\s+on", 3.0, INTENT),
-        (r"what\s+would\s+you\s+change|any\s+(?:issues|problems)\s+with|anything\s+wrong\s+with", 3.0, INTENT),
-        (r"point\s+out\s+anything", 2.5, INTENT),
-        (r"is\s+this\s+(?:idiomatic|clean|readable|good\s+code)", 3.0, INTENT),
-        (r"(?:follow|match)\s+(?:our|the)\s+(?:style\s+guide|conventions)", 2.5, INTENT),
-        (r"before\s+(?:i|we)\s+merge", 2.0, TOPIC),
-        (r"diffs?|pull\s+requests?|prs?|patch|merge\s+request|mr", 1.5, TOPIC),
-        (r"refactor\w*|idiomatic|style\s+guide|naming|readability|production\s+quality", 1.0, TOPIC),
-        (r"the\s+changes|this\s+change|my\s+code", 1.0, TOPIC),
+        I(3.0, r"(?:code\s+)?review\w*"),
+        I(2.5, r"(?:look|go|read)\s+(?:over|through)\s+(?:my|this|the)"),
+        I(3.0, r"look\s+at\s+(?:this|my|the)\s+(?:diff|pr|pull\s+request|change|changes|code|patch)"),
+        I(3.5, r"critique|nitpick\w*|lgtm|second\s+pair\s+of\s+eyes|sanity[-\s]check\s+(?:my|this)\s+code"),
+        I(3.0, r"(?:give|any)\s+(?:me\s+)?feedback\s+on|feedback\s+on"),
+        I(3.0, r"what\s+would\s+you\s+change|any\s+(?:issues|problems)\s+with|anything\s+wrong\s+with"),
+        I(2.5, r"point\s+out\s+anything"),
+        I(3.0, r"is\s+this\s+(?:idiomatic|clean|readable|good\s+code)"),
+        I(2.5, r"(?:follow|match)\s+(?:our|the)\s+(?:style\s+guide|conventions)"),
+        T(2.0, r"before\s+(?:i|we)\s+merge"),
+        T(1.5, r"diffs?|pull\s+requests?|prs?|patch|merge\s+request|mr"),
+        T(1.0, r"refactor\w*|idiomatic|style\s+guide|naming|readability|production\s+quality"),
+        T(1.0, r"the\s+changes|this\s+change|my\s+code"),
     ),
     "security_audit": (
-        (r"(?:security\s+)?audit\w*|pen-?test\w*|threat[-\s]model\w*", 3.5, INTENT),
+        I(3.5, r"(?:security\s+)?audit\w*|pen-?test\w*|threat[-\s]model\w*"),
         # "<check|review|scan|look ...> ... for <something security-flavoured>": what is being
         # looked for decides the type, not the verb.
-        (r"(?:check|review|scan|look|audit|inspect|go)\w*" + r"(?:\s+[\w'./#-]+){0,6}?\s+for\s+"
-         r"(?:\w+\s+){0,3}?(?:security|vulnerab\w*|injection|xss|ssrf|csrf|secrets?|credentials|"
-         r"leaks?|exploits?|path\s+traversal|pii|cves?)", 5.0, INTENT),
-        (r"(?:is|are)\s+(?:this|our|these|it)\s+(?:[\w-]+\s+){0,3}?(?:safe|secure|vulnerable|exploitable)", 2.5,
-         INTENT),
-        (r"vulnerab\w*|exploit\w*|cves?|cve-\d{4}-\d+|security|insecure", 3.0, TOPIC),
-        (r"(?:sql|command|code|template|ldap)\s+injection|xss|ssrf|csrf|cors|path\s+traversal|rce|"
-         r"account\s+takeover|privilege\s+escalation|auth\s+bypass|open\s+redirect", 3.5, TOPIC),
-        (r"(?:hard-?coded|leaked?|leaking)\s+(?:secrets?|credentials|keys?|tokens?|passwords?)|"
-         r"leak\w*\s+(?:credentials|secrets)", 3.5, TOPIC),
-        (r"secrets?|credentials|api\s+keys?|tokens?|jwt|oauth|password\s+hashing|salt|pii|iam|"
-         r"permissions|cookie\s+flags|pip-audit|npm\s+audit|dependabot|snyk", 1.5, TOPIC),
-        (r"(?:user|untrusted)\s+input|subprocess|eval|sanitiz\w*|escap\w*|running\s+as\s+root", 1.0, TOPIC),
+        I(5.0, r"(?:check|review|scan|look|audit|inspect|go)\w*(?:\s+[\w'./#-]+){0,6}?\s+for\s+"
+            r"(?:\w+\s+){0,3}?(?:security|vulnerab\w*|injection|xss|ssrf|csrf|secrets?|credentials|"
+            r"leaks?|exploits?|path\s+traversal|pii|cves?)"),
+        I(2.5, r"(?:is|are)\s+(?:this|our|these|it)\s+(?:[\w-]+\s+){0,3}?"
+            r"(?:safe|secure|vulnerable|exploitable)"),
+        T(3.0, r"vulnerab\w*|exploit\w*|cves?|cve-\d{4}-\d+|security|insecure"),
+        T(3.5, r"(?:sql|command|code|template|ldap)\s+injection|xss|ssrf|csrf|cors|path\s+traversal|rce|"
+            r"account\s+takeover|privilege\s+escalation|auth\s+bypass|open\s+redirect"),
+        T(3.5, r"(?:hard-?coded|leaked?|leaking)\s+(?:secrets?|credentials|keys?|tokens?|passwords?)|"
+            r"leak\w*\s+(?:credentials|secrets)"),
+        T(1.5, r"secrets?|credentials|api\s+keys?|tokens?|jwt|oauth|password\s+hashing|salt|pii|iam|"
+            r"permissions|cookie\s+flags|pip-audit|npm\s+audit|dependabot|snyk"),
+        T(1.5, r"(?:user|untrusted|external)[-\s](?:input|supplied|controlled)"),
+        T(1.5, r"subprocess|eval|exec|os\.system|pickle\.loads?|yaml\.load|deserializ\w*|innerhtml|"
+            r"dangerouslysetinnerhtml|running\s+as\s+root"),
+        T(1.0, r"sanitiz\w*|escap\w*"),
     ),
     "deploy_check": (
-        (r"(?:safe|ok|okay|ready|good)\s+to\s+(?:deploy|ship|release|roll\s*out|go|merge\s+and\s+deploy|promote)",
-         4.0, INTENT),
-        (r"pre-?(?:deploy|release|flight)\w*|go/no-go|go\s+no\s+go", 4.0, INTENT),
-        (r"before\s+(?:we|i)\s+(?:roll\s*out|ship|deploy|release|promote|apply|flip|go\s+live|cut)", 3.0, INTENT),
-        (r"(?:check|verify|validate|sanity[-\s]check|confirm)\s+(?:that\s+)?(?:the\s+)?" + r"(?:[\w'-]+\s+){0,3}?"
-         r"(?:release|deploy\w*|rollout|roll\s*out|migrations?|config|flags?|env\s+vars|manifests|plan|rollback|"
-         r"checklist|helm)", 3.5, INTENT),
-        (r"rollback\s+(?:plan|steps)|roll\s*back\s+plan", 3.0, TOPIC),
-        (r"(?:backwards?|backward)[-\s]compatib\w*|breaking\s+changes", 2.0, TOPIC),
-        (r"deploy\w*|release|rollouts?|roll\s*out|rollbacks?|roll\s*back|canary|blue/green|promot\w+\s+to\s+prod",
-         2.0, TOPIC),
-        (r"migrations?|feature\s+flags?|flags?|env\s+vars?|environment\s+variables|configmap|helm|manifests|"
-         r"terraform\s+plan|readiness\s+probes?", 1.5, TOPIC),
-        (r"staging|prod|production|traffic", 1.0, TOPIC),
+        I(4.0, r"(?:safe|ok|okay|ready|good)\s+to\s+(?:deploy|ship|release|roll\s*out|go|"
+            r"merge\s+and\s+deploy|promote)"),
+        I(4.0, r"pre-?(?:deploy|release|flight)\w*|go/no-go|go\s+no\s+go"),
+        I(3.0, r"before\s+(?:we|i)\s+(?:roll\s*out|ship|deploy|release|promote|apply|flip|go\s+live|cut)"),
+        I(3.5, r"(?:check|verify|validate|sanity[-\s]check|confirm)\s+(?:that\s+)?(?:the\s+)?"
+            r"(?:[\w'-]+\s+){0,3}?"
+            r"(?:release|deploy\w*|rollout|roll\s*out|migrations?|config|flags?|env\s+vars|manifests|plan|"
+            r"rollback|checklist|helm)"),
+        T(3.0, r"rollback\s+(?:plan|steps)|roll\s*back\s+plan"),
+        T(2.0, r"(?:backwards?|backward)[-\s]compatib\w*|breaking\s+changes"),
+        T(2.0, r"deploy\w*|release|rollouts?|roll\s*out|rollbacks?|roll\s*back|canary|blue/green|"
+            r"promot\w+\s+to\s+prod"),
+        T(1.5, r"migrations?|feature\s+flags?|flags?|env\s+vars?|environment\s+variables|configmap|helm|"
+            r"manifests|terraform\s+plan|readiness\s+probes?"),
+        T(1.0, r"staging|prod|production|traffic"),
     ),
     "bug_investigation": (
-        (r"why\s+(?:does|do|did|is|are|was|were|would|can't|won't|doesn't|isn't)", 4.0, INTENT),
-        (r"(?:,|-|:)?\s*why\s*\??\s*$", 4.0, INTENT),
-        (r"root[-\s]cause\w*", 4.0, INTENT),
-        (r"(?:figure|find)\s+out\s+(?:why|what)", 4.0, INTENT),
-        (r"debug\w*|troubleshoot\w*|diagnos\w+", 3.0, INTENT),
-        (r"investigat\w+", 3.0, INTENT),
-        (r"what(?:'s|\s+is)\s+(?:going\s+on|wrong|happening|causing)|what\s+could\s+cause", 3.5, INTENT),
-        (r"[A-Z]?\w*(?:Error|Exception)\b|traceback|stack\s+(?:trace|dump)s?|panic:|segfault|"
-         r"segmentation\s+fault|core\s+dump", 2.5, TOPIC),
-        (r"crash\w*|hangs?|freez\w+|memory\s+leak|leaks?\s+memory|deadlock\w*|flaky|intermittent\w*|"
-         r"race\s+condition", 2.0, TOPIC),
-        (r"fail(?:s|ed|ing)?|broken|breaks|regress\w*|timeout|timed\s+out|connection\s+refused|"
-         r"returns?\s+(?:a\s+)?[45]\d\d|returning\s+[45]\d\d|[45]\d\d\s+errors?|wrong|incorrect|off\s+by|"
-         r"doubled|spik\w+|slow\w*|stopped\s+working|doesn't\s+work|not\s+working|duplicate\s+\w+\s+sometimes|"
-         r"randomly|only\s+on", 1.5, TOPIC),
-        (r"(?:prod(?:uction)?\s+)?incident|outage|bug", 1.0, TOPIC),
+        I(4.0, r"why\s+(?:does|do|did|is|are|was|were|would|can't|won't|doesn't|isn't)"),
+        I(4.0, r"(?:,|-|:)?\s*why\s*\??\s*$"),
+        I(4.0, r"root[-\s]cause\w*"),
+        I(4.0, r"(?:figure|find)\s+out\s+(?:why|what)"),
+        I(3.0, r"debug\w*|troubleshoot\w*|diagnos\w+"),
+        I(3.0, r"investigat\w+"),
+        I(3.5, r"what(?:'s|\s+is)\s+(?:going\s+on|wrong|happening|causing)|what\s+could\s+cause"),
+        T(2.5, r"\w*(?:error|exception)|traceback|stack\s+(?:trace|dump)s?|panic:|segfault|"
+            r"segmentation\s+fault|core\s+dump"),
+        T(2.0, r"crash\w*|hangs?|freez\w+|memory\s+leak|leaks?\s+memory|deadlock\w*|flaky|intermittent\w*|"
+            r"race\s+condition"),
+        T(1.5, r"fail(?:s|ed|ing)?|broken|breaks|regress\w*|timeout|timed\s+out|connection\s+refused|"
+            r"returns?\s+(?:a\s+)?[45]\d\d|returning\s+[45]\d\d|[45]\d\d\s+errors?|wrong|incorrect|off\s+by|"
+            r"doubled|spik\w+|slow\w*|stopped\s+working|doesn't\s+work|not\s+working|"
+            r"duplicate\s+\w+\s+sometimes|randomly|only\s+on"),
+        T(1.0, r"(?:prod(?:uction)?\s+)?incident|outage|bug"),
     ),
     "architecture_design": (
-        (r"design\s+(?:the|a|an|our|it|this|how)", 4.0, INTENT),
-        (r"(?:high-level|system)\s+design|design\s+doc\w*|architect\w*", 3.0, INTENT),
-        (r"propose\s+(?:an?\s+)?(?:architecture|design|how|approach)", 3.5, INTENT),
-        (r"how\s+(?:should|would|do|could|can)\s+(?:we|you|i)\s+(?:split|structure|shard|architect|model|design|"
-         r"scale|organi[sz]e|partition|migrate|decompose|handle)", 4.0, INTENT),
-        (r"should\s+we\s+(?:use|adopt|go\s+with|move\s+to|switch\s+to)", 3.5, INTENT),
-        (r"(?:what's|what\s+is)\s+the\s+best\s+way\s+to\s+(?:structure|model|design|organi[sz]e)", 3.5, INTENT),
-        (r"sketch\s+(?:a|an|the|out)", 3.0, INTENT),
-        (r"plan\s+the\s+migration|migration\s+plan|zero[-\s]downtime", 3.0, INTENT),
-        (r"define\s+the\s+(?:interfaces|boundaries|contracts|api)", 3.5, INTENT),
-        (r"trade-?offs|\w+\s+vs\.?\s+\w+", 2.0, TOPIC),
-        (r"data\s+model|schema|module\s+boundaries|boundaries|interfaces|monolith|microservices?|services|"
-         r"event\s+sourcing|cqrs|sharding|shard|partitioning|scalab\w*|caching\s+strategy|strategy|"
-         r"dead-letter|queue|scheduler|plugin\s+system|monorepo|polyrepo|multi-tenant|events/sec|"
-         r"rbac|abac", 1.5, TOPIC),
+        I(4.0, r"design\s+(?:the|a|an|our|it|this|how)"),
+        I(3.0, r"(?:high-level|system)\s+design|architect(?:ing)?"),
+        T(2.0, r"architecture|design\s+docs?"),
+        I(3.5, r"propose\s+(?:an?\s+)?(?:architecture|design|how|approach)"),
+        I(4.0, r"how\s+(?:should|would|do|could|can)\s+(?:we|you|i)\s+"
+            r"(?:split|structure|shard|architect|model|design|scale|organi[sz]e|partition|migrate|decompose|handle)"),
+        I(3.5, r"should\s+we\s+(?:use|adopt|go\s+with|move\s+to|switch\s+to)"),
+        I(3.5, r"(?:what's|what\s+is)\s+the\s+best\s+way\s+to\s+(?:structure|model|design|organi[sz]e)"),
+        I(3.0, r"sketch\s+(?:a|an|the|out)"),
+        I(3.0, r"plan\s+the\s+migration|migration\s+plan|zero[-\s]downtime"),
+        I(3.5, r"define\s+the\s+(?:interfaces|boundaries|contracts|api)"),
+        T(2.0, r"trade-?offs|\w+\s+vs\.?\s+\w+"),
+        T(1.5, r"data\s+model|schema|module\s+boundaries|boundaries|interfaces|monolith|microservices?|"
+            r"services|event\s+sourcing|cqrs|sharding|shard|partitioning|scalab\w*|caching\s+strategy|strategy|"
+            r"dead-letter|queue|scheduler|plugin\s+system|monorepo|polyrepo|multi-tenant|events/sec|"
+            r"rbac|abac"),
     ),
 }
 
@@ -285,7 +305,16 @@ _PREAMBLE = re.compile(
     r"let's\s+|quick(?:ly)?[\s,:-]+|task:\s*|request:\s*)?",
     re.IGNORECASE,
 )
-_NEGATED = re.compile(r"(?:\bdon'?t|\bdo\s+not|\bno\s+need\s+to|\bnot|\bwithout|\bnever|\bno)\s+$", re.IGNORECASE)
+# A conceptual question ("explain what a race condition is") is about its topic nouns, not a
+# request to do that kind of task: topic patterns count half.
+_CONCEPT_QUESTION = re.compile(
+    r"(?:explain|describe)\s+(?:what|how|why|the\s+difference)|"
+    r"what(?:'s|\s+is|\s+are|\s+does|\s+do)\s+(?:a\s+|an\s+|the\s+(?:difference|syntax|meaning|point)\b)|"
+    r"how\s+do\s+(?:i|you)\b|tell\s+me\s+about|eli5",
+    re.IGNORECASE,
+)
+CONCEPT_TOPIC_FACTOR = 0.5
+_NEGATED = re.compile(r"(?:\bdon'?t|\bdo\s+not|\bno\s+need\s+to|\bnot|\bwithout|\bnever|\bno)\s+$")
 
 
 @dataclass(frozen=True)
@@ -308,10 +337,13 @@ def _compile_type(name: str, patterns: Sequence[_Pattern]) -> _TypePatterns:
     alternation = "|".join(f"(?P<p{i}>(?:{p})(?!\\w))" for i, (p, _, _) in enumerate(patterns))
     return _TypePatterns(
         name,
-        re.compile(rf"(?<!\w)(?:{alternation})", re.IGNORECASE),
+        re.compile(rf"(?<!\w)(?:{alternation})"),
         tuple(w for _, w, _ in patterns),
         tuple(k for _, _, k in patterns),
     )
+
+
+_TRUNCATED = "long text: scanned head and tail only"
 
 
 def _scan_window(text: str) -> tuple[str, bool]:
@@ -353,7 +385,9 @@ class Classifier:
             patterns: list[_Pattern] = []
             if spec.builtin:
                 patterns.extend(_BUILTIN_PATTERNS.get(spec.name, ()))
-            patterns.extend((re.escape(k.strip()), KEYWORD_WEIGHT, INTENT) for k in spec.keywords if k.strip())
+            patterns.extend(
+                (re.escape(k.strip().lower()), KEYWORD_WEIGHT, INTENT) for k in spec.keywords if k.strip()
+            )
             compiled.append(_compile_type(spec.name, patterns))
         self._types: tuple[_TypePatterns, ...] = tuple(compiled)
 
@@ -361,8 +395,11 @@ class Classifier:
         if not text or not text.strip():
             return Classification(self.default, 0.0, ("empty text",), True, None)
         window, truncated = _scan_window(text)
+        window = window.lower()  # patterns are lowercase; cheaper than re.IGNORECASE
         lead = _PREAMBLE.match(window)
         origin = lead.end() if lead else 0
+        conceptual = _CONCEPT_QUESTION.match(window, origin) is not None
+        topic_factor = CONCEPT_TOPIC_FACTOR if conceptual else 1.0
 
         # (score, order, name, [(contribution, start, snippet)])
         scored: list[tuple[float, int, str, list[tuple[float, int, str]]]] = []
@@ -383,6 +420,8 @@ class Classifier:
                         continue
                     offset = max(0, start - origin)
                     weight *= 1.0 + LEAD_BONUS * max(0.0, 1.0 - offset / LEAD_SPAN)
+                else:
+                    weight *= topic_factor
                 seen.add(idx)
                 total += weight
                 hits.append((weight, start, m.group()))
@@ -390,11 +429,11 @@ class Classifier:
                 scored.append((total, order, tp.name, hits))
 
         if not scored:
-            signals = ("no task-type evidence",) + (("long text: scanned head and tail",) if truncated else ())
-            return Classification(self.default, 0.0, signals, True, None)
+            evidence = ("no task-type evidence",) + ((_TRUNCATED,) if truncated else ())
+            return Classification(self.default, 0.0, evidence, True, None)
 
         scored.sort(key=lambda s: (-s[0], s[1]))
-        best, best_order, best_name, best_hits = scored[0]
+        best, _, best_name, best_hits = scored[0]
         second = scored[1][0] if len(scored) > 1 else 0.0
         runner_up = scored[1][2] if len(scored) > 1 else None
         strength = best / (best + STRENGTH_HALF)
@@ -403,11 +442,12 @@ class Classifier:
         confidence = min(1.0, max(0.0, confidence))
 
         best_hits.sort(key=lambda h: (-h[0], h[1]))
-        signals = [f"phrase {_quote(s)!r} -> {best_name}" for _, _, s in best_hits[: MAX_SIGNALS - 1]]
+        signals = ["conceptual question: topic words count half"] if conceptual else []
+        signals += [f"phrase {_quote(s)!r} -> {best_name}" for _, _, s in best_hits[:MAX_PHRASES]]
         if runner_up is not None:
             signals.append(f"runner-up {runner_up} scored {second:.2f} vs {best:.2f}")
         if truncated:
-            signals.append("long text: scanned head and tail")
+            signals.append(_TRUNCATED)
 
         if confidence < self.threshold:
             signals.append(f"confidence {confidence:.2f} below threshold {self.threshold:.2f}: fell back")
@@ -421,6 +461,7 @@ class Classifier:
 LONG_CONTEXT_TOKENS = 50_000
 LONG_TEXT_CHARS = 200_000  # ~50k tokens at ~4 characters a token
 MAX_BOOST = 2
+MANY_FILES = 3  # distinct file names that make a request multi-file
 
 _FILE_REF = re.compile(
     r"(?<![\w/.-])[\w./-]*[\w-]\.(?:py|pyi|ts|tsx|js|jsx|go|rs|java|kt|rb|php|cs|cpp|cc|c|h|hpp|swift|scala|"
@@ -468,18 +509,23 @@ _COMPLEXITY_GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+def _names_many_files(window: str) -> bool:
+    return len({m.group().lower() for m in _FILE_REF.finditer(window)}) >= MANY_FILES
+
+
 def assess_complexity(text: str, context_tokens: int = 0) -> Complexity:
-    """One boost per strong signal group present, capped at `MAX_BOOST` (2)."""
+    """Raise the tier by one for each strong signal group present, at most `MAX_BOOST` (2).
+
+    Groups, in the order reported: multi-file scope (wording such as "across services", or
+    `MANY_FILES` distinct file names), concurrency, production incident, long context
+    (`context_tokens >= LONG_CONTEXT_TOKENS` or a text of `LONG_TEXT_CHARS` or more).
+    """
+    text = text or ""
+    window, _ = _scan_window(text)
     signals: list[str] = []
-    window, _ = _scan_window(text or "")
     for label, regex in _COMPLEXITY_GROUPS:
-        if regex.search(window):
+        if regex.search(window) or (label == "multi-file scope" and _names_many_files(window)):
             signals.append(label)
-    if "multi-file scope" not in signals:
-        files = {m.group().lower() for m in _FILE_REF.finditer(window)}
-        if len(files) >= 3:
-            signals.append("multi-file scope")
-            signals.sort(key=lambda s: [g for g, _ in _COMPLEXITY_GROUPS].index(s))
-    if context_tokens >= LONG_CONTEXT_TOKENS or len(text or "") >= LONG_TEXT_CHARS:
+    if context_tokens >= LONG_CONTEXT_TOKENS or len(text) >= LONG_TEXT_CHARS:
         signals.append("long context")
     return Complexity(min(MAX_BOOST, len(signals)), tuple(signals))
