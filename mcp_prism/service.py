@@ -406,9 +406,10 @@ class PrismService:
             return f"{rule}: {active.row.evidence}"
         if current is None:
             return f"{rule} routes to {routed.name}; the current model is not in the catalog"
-        direction = "down" if routed.tier < current.tier else "up" if routed.tier > current.tier else "across"
+        move = ("a downgrade" if routed.tier < current.tier else "an upgrade" if routed.tier > current.tier
+                else "the same tier")
         return (f"tier mismatch only ({current.name} is {current.tier.label}, {rule} uses {routed.name}, "
-                f"{routed.tier.label}; a {direction}grade): a hypothesis to confirm with an experiment")
+                f"{routed.tier.label}; {move}): a hypothesis to confirm with an experiment")
 
     # ---------------------------------------------------------------- rules: update, rollback, history
     async def list_rules(self) -> list[RuleView]:

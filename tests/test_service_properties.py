@@ -4,6 +4,7 @@ InvalidInput, and a refusal writes nothing."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -67,10 +68,10 @@ def test_record_usage_stores_exactly_or_refuses_cleanly(tmp_path: Path) -> None:
         assert total == await svc.store.count_events()
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(items=st.lists(usage_inputs, min_size=1, max_size=6), n=st.integers(0, 10**9))
-    def run(items: list[UsageInput], n: int) -> None:
+    @given(items=st.lists(usage_inputs, min_size=1, max_size=6))
+    def run(items: list[UsageInput]) -> None:
         async def main() -> None:
-            svc = await PrismService.open(Settings.from_env({}, home=tmp_path / str(n)))
+            svc = await PrismService.open(Settings.from_env({}, home=tempfile.mkdtemp(dir=tmp_path)))
             try:
                 await scenario(svc, items)
             finally:

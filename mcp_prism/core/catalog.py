@@ -84,7 +84,7 @@ class Catalog:
         """The prices in force for `model` at `at` (now when None), or None if unpriced."""
         spec = self.resolve(model)
         if spec.fixed_price is not None:
-            return spec.fixed_price
+            return spec.fixed_price  # a configured discount is folded in when the catalog is built
         found = self._gp_models.get(spec.name)
         if found is None:
             return None
@@ -197,14 +197,20 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
             tier = Tier.parse(m.get("tier", ""))
         except ValueError as e:
             raise ConfigError(f"{where}.tier: {e}") from None
-        caps = frozenset(m.get("capabilities", ()))
+        raw_caps = m.get("capabilities", [])
+        if not isinstance(raw_caps, list) or not all(isinstance(c, str) for c in raw_caps):
+            raise ConfigError(f'{where}.capabilities must be a list of strings, e.g. ["tools", "json"]')
+        caps = frozenset(raw_caps)
         if caps - KNOWN_CAPABILITIES:
             raise ConfigError(f"{where}.capabilities: unknown {sorted(caps - KNOWN_CAPABILITIES)}; "
                               f"known: {sorted(KNOWN_CAPABILITIES)}")
         window = m.get("context_window")
         if not isinstance(window, int) or window <= 0:
             raise ConfigError(f"{where}.context_window must be a positive integer")
+        discount = _dec(m.get("discount", "0"), f"{where}.discount", hi=Decimal(1))
         fixed = _fixed_price(m["price"], f"{where}.price", provider) if "price" in m else None
+        if fixed is not None and discount:
+            fixed = fixed.with_discount(discount, f"config -{discount * 100}% negotiated")
         ref = None if fixed else str(m.get("prices", name))
         if ref is not None:
             gprov = gp_providers.get(str(m.get("prices_provider", provider_name)))
@@ -220,7 +226,7 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
             family=str(m.get("family", provider_name)),
             prices_ref=ref,
             fixed_price=fixed,
-            discount=_dec(m.get("discount", "0"), f"{where}.discount", hi=Decimal(1)),
+            discount=discount,
         )
 
     catalog = Catalog(providers=providers, models=models, aliases=aliases, _gp_models=gp_models)

@@ -91,9 +91,10 @@ def money(value: Decimal | None, places: int = 2) -> str:
     """Human display of USD: 2 places for big sums, more for sub-cent amounts."""
     if value is None:
         return "unpriced"
-    if value != 0 and abs(value) < Decimal("0.01"):
-        return f"${value:.6f}".rstrip("0")
-    return f"${value:,.{places}f}"
+    sign, value = ("-" if value < 0 else ""), abs(value)
+    if value != 0 and value < Decimal("0.01"):
+        return f"{sign}${value:.6f}".rstrip("0")
+    return f"{sign}${value:,.{places}f}"
 
 
 def pct(part: Decimal, whole: Decimal) -> float | None:

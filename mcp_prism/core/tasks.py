@@ -26,6 +26,8 @@ class Tier(IntEnum):
     def parse(cls, value: str | int | Tier) -> Tier:
         if isinstance(value, Tier):
             return value
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"unknown tier {value!r}; use one of: simple, standard, complex")
         if isinstance(value, int):
             return cls(value)
         try:

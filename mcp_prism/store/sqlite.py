@@ -312,19 +312,21 @@ class Store:
         table = next((t for t, keys in ROLLUPS.items() if needed <= set(keys)), None)
         if table is not None:
             day_col, sums = "day", [f"SUM({c}) AS {c}" for c in _ROLLUP_SUMS]
+            exprs = list(group_by)
             cols = list(group_by)
             params: list[Any] = [since_day, until_day, *filters.values()]
             where = ["day >= ?", "day < ?", *(f"{c} = ?" for c in filters)]
         else:  # raw events: `day` is derived, absent values are NULL rather than ''
             table, day_col = "usage_events", "substr(ts, 1, 10)"
             sums = [f"{expr} AS {c}" for c, expr in _RAW_SUMS.items()]
-            cols = [f"{day_col} AS day" if c == "day" else f"COALESCE({c}, '') AS {c}" for c in group_by]
+            exprs = [day_col if c == "day" else f"COALESCE({c}, '')" for c in group_by]
+            cols = [f"{e} AS {c}" for e, c in zip(exprs, group_by, strict=True)]
             params = [since_day, until_day, *filters.values()]
             where = ["ts >= ?", "ts < ?", *(f"COALESCE({c}, '') = ?" for c in filters)]
         select = ", ".join([*cols, *sums, f"MIN({day_col}) AS first_day"])
         sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"
-        if group_by:
-            sql += " GROUP BY " + ", ".join(group_by)
+        if group_by:  # group by the expressions: a bare name would mean the raw column, not the alias
+            sql += " GROUP BY " + ", ".join(exprs if table == "usage_events" else group_by)
         return await self.fetch(sql, params)
 
     async def count_events(self) -> int:
