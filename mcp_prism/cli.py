@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import logging
 import os
@@ -335,18 +334,15 @@ def demo_text(d: Any, r: CostReport) -> str:
 
 
 def cmd_serve(settings: Settings, a: argparse.Namespace) -> int:
-    try:
-        from mcp_prism import mcp_server
-    except ModuleNotFoundError as e:
-        if e.name != "mcp_prism.mcp_server":
-            raise
-        raise PrismError("the MCP server (mcp_prism.mcp_server) is not installed in this build") from None
+    from mcp_prism import mcp_server  # imported here: the other commands don't need the MCP SDK loaded
+
     if a.http:
-        result = mcp_server.serve_http(settings, host=a.host, port=a.port, token=os.environ.get("PRISM_TOKEN"))
+        env_hosts = os.environ.get("PRISM_ALLOWED_HOSTS", "")
+        allowed = [*a.allowed_host, *(h.strip() for h in env_hosts.split(",") if h.strip())]
+        mcp_server.serve_http(settings, host=a.host, port=a.port, token=os.environ.get("PRISM_TOKEN"),
+                              allowed_hosts=allowed)
     else:
-        result = mcp_server.serve_stdio(settings)
-    if inspect.isawaitable(result):
-        asyncio.run(result)  # type: ignore[arg-type]
+        mcp_server.serve_stdio(settings)
     return 0
 
 
@@ -399,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", action="store_true", help="serve MCP over Streamable HTTP instead of stdio")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     p.add_argument("--port", type=_pos_int, default=8765, help="HTTP port (default 8765)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name clients use to reach the server (Host/Origin check); repeatable, "
+                        "also PRISM_ALLOWED_HOSTS=a,b. The bearer token comes from PRISM_TOKEN.")
     p.set_defaults(serve=True)
 
     p = add("demo", "fill the store with a labelled SAMPLE month (one team, everything on claude-sonnet-4-5) "

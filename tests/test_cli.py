@@ -281,10 +281,12 @@ def test_serve_calls_the_mcp_server(run: Run, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(mcp_server, "serve_http", lambda settings, **kw: calls.append(("http", settings, kw)))
     monkeypatch.setenv("PRISM_TOKEN", "tok-123")
     assert run("serve")[0] == 0
-    code, out, err = run("serve", "--http", "--host", "0.0.0.0", "--port", "9000")
+    monkeypatch.setenv("PRISM_ALLOWED_HOSTS", "prism.internal, 10.0.0.5")
+    code, out, err = run("serve", "--http", "--host", "0.0.0.0", "--port", "9000", "--allowed-host", "gw")
     assert code == 0 and "tok-123" not in out + err
     assert [c[0] for c in calls] == ["stdio", "http"]
-    assert calls[1][2] == {"host": "0.0.0.0", "port": 9000, "token": "tok-123"}
+    assert calls[1][2] == {"host": "0.0.0.0", "port": 9000, "token": "tok-123",
+                           "allowed_hosts": ["gw", "prism.internal", "10.0.0.5"]}
     assert calls[0][1].db_path == run.home / "prism.db"
 
 
