@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import HTTP_SCRIPT, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_INSPECTOR = REPO / ".ci" / "cache" / "inspector" / "node_modules" / ".bin" / "mcp-inspector"
@@ -87,23 +88,11 @@ def test_stdio_resource_read(inspector: str, env: dict[str, str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- HTTP
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-HTTP_SCRIPT = """
-import os, sys
-from mcp_prism.config import Settings
-from mcp_prism.mcp_server import serve_http
-serve_http(Settings.from_env(), host="127.0.0.1", port=int(sys.argv[1]), token=os.environ["PRISM_TOKEN"])
-"""
 
 
 @pytest.fixture
 def http_url(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, str]]:
-    port, token = _free_port(), "insp-" + os.urandom(8).hex()
+    port, token = free_port(), "insp-" + os.urandom(8).hex()
     log = tmp_path / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-c", HTTP_SCRIPT, str(port)], env={**env, "PRISM_TOKEN": token},

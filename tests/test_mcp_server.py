@@ -18,6 +18,7 @@ from typing import Any, get_args
 import httpx
 import httpx2
 import pytest
+from conftest import HTTP_SCRIPT, free_port
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -396,24 +397,12 @@ async def test_stdio_round_trip(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- HTTP
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-HTTP_SCRIPT = """
-import os, sys
-from mcp_prism.config import Settings
-from mcp_prism.mcp_server import serve_http
-serve_http(Settings.from_env(), host="127.0.0.1", port=int(sys.argv[1]), token=os.environ["PRISM_TOKEN"])
-"""
 
 
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[bytes], Path]]:
     """serve_http for real in a child process on 127.0.0.1:<free port>, with a bearer token."""
-    port, token = _free_port(), "t0ken-" + os.urandom(8).hex()
+    port, token = free_port(), "t0ken-" + os.urandom(8).hex()
     env = {**os.environ, "PRISM_HOME": str(tmp_path / "home"), "PRISM_TOKEN": token}
     log, stdout = tmp_path / "server.log", tmp_path / "server.stdout"
     with log.open("w") as err, stdout.open("w") as out:

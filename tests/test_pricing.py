@@ -10,12 +10,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import shipped_catalog_data
 from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices import types as gp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mcp_prism.config import shipped_catalog_data
 from mcp_prism.core.catalog import Catalog, build_catalog, cheapest_first
 from mcp_prism.core.pricing import (
     PriceSnapshot,
