@@ -129,13 +129,18 @@ class _SharedService:
         return self.service
 
 
+async def _run(call: Callable[[], T | Awaitable[T]]) -> T:
+    """Call a sync or async service method and return its result."""
+    result = call()
+    if inspect.isawaitable(result):
+        result = await result
+    return result  # type: ignore[return-value]
+
+
 async def _tool(name: str, call: Callable[[], T | Awaitable[T]]) -> T:
     """Run a service call; PrismError → ToolError (shown to the client), anything else → logged + generic."""
     try:
-        result = call()
-        if inspect.isawaitable(result):
-            result = await result
-        return result  # type: ignore[return-value]
+        return await _run(call)
     except PrismError as e:
         raise ToolError(str(e)) from None
     except ToolError:
@@ -149,10 +154,7 @@ async def _tool(name: str, call: Callable[[], T | Awaitable[T]]) -> T:
 async def _resource(uri: str, call: Callable[[], T | Awaitable[T]]) -> T:
     """Like `_tool` for resources: an unknown name → ResourceNotFoundError (-32602), other PrismError → -32603."""
     try:
-        result = call()
-        if inspect.isawaitable(result):
-            result = await result
-        return result  # type: ignore[return-value]
+        return await _run(call)
     except UnknownName as e:
         raise ResourceNotFoundError(str(e)) from None
     except PrismError as e:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +35,16 @@ from mcp_prism.config import Settings
 from mcp_prism.mcp_server import serve_http
 serve_http(Settings.from_env(), host="127.0.0.1", port=int(sys.argv[1]), token=os.environ["PRISM_TOKEN"])
 """
+
+
+def wait_for_port(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 20.0) -> None:
+    """Wait until `proc` accepts connections on 127.0.0.1:`port`; fail with its log if it dies or stalls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"HTTP server did not start: {log.read_text()}")
+            time.sleep(0.05)

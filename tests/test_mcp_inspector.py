@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HTTP_SCRIPT, free_port
+from conftest import HTTP_SCRIPT, free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_INSPECTOR = REPO / ".ci" / "cache" / "inspector" / "node_modules" / ".bin" / "mcp-inspector"
@@ -97,16 +95,8 @@ def http_url(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, str]]:
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-c", HTTP_SCRIPT, str(port)], env={**env, "PRISM_TOKEN": token},
                                 stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
     try:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"HTTP server did not start: {log.read_text()}")
-                time.sleep(0.05)
+        wait_for_port(proc, port, log)
         yield f"http://127.0.0.1:{port}/mcp", token
     finally:
         proc.terminate()

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any, get_args
 import httpx
 import httpx2
 import pytest
-from conftest import HTTP_SCRIPT, free_port
+from conftest import HTTP_SCRIPT, free_port, wait_for_port
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -407,16 +405,8 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[byt
     log, stdout = tmp_path / "server.log", tmp_path / "server.stdout"
     with log.open("w") as err, stdout.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-c", HTTP_SCRIPT, str(port)], env=env, stdout=out, stderr=err)
-    deadline = time.monotonic() + 20
     try:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"HTTP server did not start: {log.read_text()}")
-                time.sleep(0.05)
+        wait_for_port(proc, port, log)
         yield f"http://127.0.0.1:{port}/mcp", token, proc, log
     finally:
         if proc.poll() is None:
