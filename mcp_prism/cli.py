@@ -346,6 +346,13 @@ def cmd_serve(settings: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(settings: Settings, a: argparse.Namespace) -> int:
+    from mcp_prism.gateway import serve_gateway
+
+    serve_gateway(settings, host=a.host, port=a.port, token=os.environ.get("PRISM_GATEWAY_TOKEN") or None)
+    return 0
+
+
 # ==================================================================== parser
 def _common(json_flag: bool = True) -> argparse.ArgumentParser:
     """Flags every subcommand accepts (also before the subcommand). SUPPRESS keeps a value given
@@ -398,7 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a host name clients use to reach the server (Host/Origin check); repeatable, "
                         "also PRISM_ALLOWED_HOSTS=a,b. The bearer token comes from PRISM_TOKEN.")
-    p.set_defaults(serve=True)
+    p.set_defaults(serve=cmd_serve)
+
+    p = add("gateway", "run the HTTP gateway: OpenAI (/v1/chat/completions) and Anthropic (/v1/messages) "
+                       "endpoints that route each request, forward it and record it")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; any other needs "
+                                                       "PRISM_GATEWAY_TOKEN)")
+    p.add_argument("--port", type=_pos_int, default=4000, help="port (default 4000)")
+    p.set_defaults(serve=cmd_gateway)
 
     p = add("demo", "fill the store with a labelled SAMPLE month (one team, everything on claude-sonnet-4-5) "
                     "and show what routing would save")
@@ -540,12 +554,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, or a usage error (argparse printed it; code 2)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     home, db = getattr(args, "home", None), getattr(args, "db", None)
-    serving = getattr(args, "serve", False)
-    _setup_logging(serving)
+    serving = getattr(args, "serve", None)
+    _setup_logging(serving is not None)
     try:
         settings = load_settings(home, db)
         if serving:
-            return cmd_serve(settings, args)
+            return serving(settings, args)
         result, text = asyncio.run(_run(settings, args.handler, args))
         if getattr(args, "json", False):
             _json(result)

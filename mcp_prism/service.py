@@ -50,6 +50,8 @@ RULES_TTL_SECONDS = 2.0  # other processes' rule changes are seen within this
 PROFILE_TTL_SECONDS = 60.0
 MIN_OBSERVED_REQUESTS = 5  # below this, the shipped typical profile is used
 MAX_TEXT = 200_000
+AUTO = "auto"
+TASK_PREFIX = "prism/"  # `prism/code_review` as a model name routes by that task's rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,17 @@ class ActiveRule:
     rule: RoutingRule
     version: int
     row: RuleRow | None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """Where the gateway sends one request, and why (recorded with the request)."""
+
+    model: ModelSpec
+    task_type: str
+    rule_id: str | None  # the task type whose rule decided; None when the client named the model
+    rule_version: int | None
+    reason: str
 
 
 @dataclass(slots=True)
@@ -230,6 +243,37 @@ class PrismService:
             rule_id=task_type,
             rule_version=active.version,
         )
+
+    async def route_request(self, requested: str, text: str, *, task_hint: str | None = None,
+                            context_tokens: int = 0) -> RouteDecision:
+        """The gateway's routing: `requested` is what the client put in `model` — a concrete model or
+        alias (served as asked), `auto` (classify `text`), or `prism/<task_type>`; `task_hint` (the
+        X-Prism-Task header) names the task when the model field cannot. Lean on purpose: it runs on
+        every proxied request, so nothing here estimates alternatives' costs."""
+        requested = requested.strip()
+        # The header wins over the model field: Claude Code always sends its own model name, so a
+        # slash command can only name its task through the header.
+        task = task_hint.strip() if task_hint and task_hint.strip() else None
+        if task is None and requested.startswith(TASK_PREFIX):
+            task = requested[len(TASK_PREFIX):]
+        if task == AUTO:
+            task = None
+        elif task is None and requested != AUTO:
+            model = self.catalog.resolve(requested)
+            return RouteDecision(model, self.classifier.classify(text).task_type, None, None,
+                                 f"client asked for {requested}")
+        if task is not None:
+            self._task(task)
+            reason = f"task {task} named by the client"
+        else:
+            c = self.classifier.classify(text)
+            task, reason = c.task_type, f"classified as {c.task_type} ({c.confidence:.2f})"
+        active = (await self.rules())[task]
+        profile, _ = await self._profile(task)
+        cx = assess_complexity(text, context_tokens)
+        choice = choose_model(active.rule, self.catalog, boost=cx.boost, context_tokens=context_tokens,
+                              profile=profile)
+        return RouteDecision(choice.model, task, task, active.version, f"{reason}; {choice.reasons[-1]}")
 
     # ---------------------------------------------------------------- compare_models
     async def compare_models(self, task_type: str | None = None, models: Sequence[str] | None = None, *,

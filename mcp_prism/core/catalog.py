@@ -29,6 +29,8 @@ class ProviderSpec:
     format: str  # wire format: openai | anthropic | gemini
     batch_discount: Decimal = Decimal(0)
     local: bool = False
+    base_url: str = ""  # API root the provider client posts to (config may point it at a proxy or a fake)
+    api_key_env: str | None = None  # environment variable holding the key; None = the provider needs none
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +178,19 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
             batch_discount=_dec(p.get("batch_discount", "0"), f"providers.{name}.batch_discount",
                                 hi=Decimal(1)),
             local=bool(p.get("local", False)),
+            base_url=str(p.get("base_url", "")).rstrip("/"),
+            api_key_env=str(p["api_key_env"]) if p.get("api_key_env") else None,
         )
         for name, p in providers_raw.items()
     }
     for name, p in providers.items():
         if p.format not in ("openai", "anthropic", "gemini"):
             raise ConfigError(f"providers.{name}.format must be openai, anthropic or gemini, not {p.format!r}")
+        if p.base_url and not p.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"providers.{name}.base_url must start with http:// or https://, not {p.base_url!r}")
+        if "api_key" in providers_raw[name]:  # keys live in the environment, never in a file that gets shared
+            raise ConfigError(f"providers.{name}: put the key in an environment variable and name it with "
+                              "api_key_env, not api_key")
 
     snapshot = data_snapshot.get_snapshot()
     gp_providers = {p.id: p for p in snapshot.providers}

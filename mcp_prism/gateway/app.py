@@ -1,0 +1,581 @@
+"""The gateway: an ASGI app speaking the OpenAI and Anthropic wire formats.
+
+Each chat request is routed by `PrismService.route_request`, forwarded through `ProviderClient`, and
+handed to the `Recorder` as it ends. When the client and the chosen provider speak the same format the
+body passes through with only `model` replaced (and, for OpenAI streams, usage asked for); otherwise it
+is translated through the neutral model in `providers.wire`. Raw ASGI rather than a framework because
+this runs on every request and a millisecond of CPU is the whole budget (benchmarks/bench_gateway.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from mcp_prism.core.pricing import TokenUsage
+from mcp_prism.core.usage import utcnow
+from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mcp_prism.gateway.metrics import Metrics
+from mcp_prism.gateway.recorder import Outcome, Recorder
+from mcp_prism.providers.client import ProviderClient
+from mcp_prism.providers.formats import anthropic as anthropic_format
+from mcp_prism.providers.formats import gemini as gemini_format
+from mcp_prism.providers.formats import openai as openai_format
+from mcp_prism.providers.sse import SSEDecoder, encode_sse
+from mcp_prism.providers.wire import ChatResponse, StreamEnd, Text, TextDelta, Usage, WireError
+from mcp_prism.service import AUTO, TASK_PREFIX, PrismService, RouteDecision
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+FORMATS: dict[str, ModuleType] = {"openai": openai_format, "anthropic": anthropic_format, "gemini": gemini_format}
+MAX_BODY = 32 * 1024 * 1024
+CLASSIFY_CHARS = 4000  # the classifier reads the start of the last user message; more adds cost, not signal
+STATUS_OF_KIND = {"rate_limited": "rate_limited", "timeout": "timeout", "invalid_request": "invalid_request",
+                  "authentication": "invalid_request", "permission": "invalid_request", "not_found": "invalid_request",
+                  "request_too_large": "invalid_request"}
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+FORWARDED_ANTHROPIC_HEADERS = (b"anthropic-version", b"anthropic-beta")
+
+
+def _status_of(err: WireError) -> str:
+    return STATUS_OF_KIND.get(err.kind, "provider_error")
+
+
+def last_user_text(messages: list[Any]) -> str:
+    """The text of the last user turn, in either format (tool results are not the task)."""
+    for m in reversed(messages):
+        if not isinstance(m, dict) or m.get("role") != "user":
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            return content[:CLASSIFY_CHARS]
+        if isinstance(content, list):
+            texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            if texts:
+                return " ".join(t for t in texts if isinstance(t, str))[:CLASSIFY_CHARS]
+    return ""
+
+
+@dataclass(slots=True)
+class _Request:
+    """What one chat request carries through the handler."""
+
+    fmt: ModuleType
+    fmt_name: str
+    headers: dict[bytes, bytes]
+    t0: float
+    ts: Any = None
+    decision: RouteDecision | None = None
+    prompt: str | None = None
+    upstream_s: float = 0.0
+    ttft_ms: float | None = None
+    response_text: list[str] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: bytes) -> str | None:
+        v = self.headers.get(name)
+        return v.decode("latin-1") if v is not None else None
+
+
+class Gateway:
+    def __init__(self, service_factory: Callable[[], Awaitable[PrismService]], *, token: str | None = None,
+                 env: Mapping[str, str] | None = None, flush_interval: float = 0.2) -> None:
+        self._factory = service_factory
+        self._token = token.encode() if token else None
+        self._env = env
+        self._flush_interval = flush_interval
+        self.metrics = Metrics()
+        self.service: PrismService | None = None
+        self.providers: ProviderClient | None = None
+        self.recorder: Recorder | None = None
+        self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            ("POST", "/v1/chat/completions"): self._openai_chat,
+            ("POST", "/chat/completions"): self._openai_chat,
+            ("POST", "/v1/messages"): self._anthropic_messages,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/models"): self._models,
+            ("GET", "/healthz"): self._health,
+            ("GET", "/metrics"): self._metrics,
+        }
+
+    # ---------------------------------------------------------------- lifecycle
+    async def startup(self) -> None:
+        self.service = await self._factory()
+        self.providers = ProviderClient(self.service.catalog, self._env)
+        self.recorder = Recorder(self.service.store, self.service.catalog, self.metrics,
+                                 flush_interval=self._flush_interval)
+        self.recorder.start()
+
+    async def shutdown(self) -> None:
+        if self.recorder is not None:
+            await self.recorder.close()
+        if self.providers is not None:
+            await self.providers.aclose()
+        if self.service is not None:
+            await self.service.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            handler = self._routes.get((scope["method"], scope["path"]))
+            if handler is None:
+                if any(path == scope["path"] for _, path in self._routes):
+                    await _json(send, 405, {"error": {"message": f"{scope['method']} is not allowed here",
+                                                      "type": "invalid_request_error"}})
+                else:
+                    await _json(send, 404, {"error": {"message": f"no endpoint {scope['path']}: use "
+                                                      "/v1/chat/completions, /v1/messages or /v1/models",
+                                                      "type": "not_found_error"}})
+                return
+            try:
+                await handler(scope, receive, send)
+            except Exception:  # a bug: log it, answer 500 without the traceback
+                log.exception("gateway handler failed")
+                await _json(send, 500, {"error": {"message": "internal gateway error (see the gateway log)",
+                                                  "type": "api_error"}})
+        elif kind == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    try:
+                        await self.startup()
+                    except Exception as e:
+                        log.error("gateway could not start: %s", e)
+                        await send({"type": "lifespan.startup.failed", "message": str(e)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await self.shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    # ---------------------------------------------------------------- small endpoints
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ok = self.service is not None
+        await _json(send, 200 if ok else 503, {"status": "ok" if ok else "starting"})
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._authorised(_headers(scope)):
+            await _json(send, 401, {"error": {"message": "send the gateway token as a Bearer token",
+                                              "type": "authentication_error"}})
+            return
+        await _respond(send, 200, self.metrics.render(), [(b"content-type", METRICS_CONTENT_TYPE.encode())])
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        if not self._authorised(headers):
+            await _json(send, 401, {"error": {"message": "send the gateway token as a Bearer token or x-api-key",
+                                              "type": "authentication_error"}})
+            return
+        assert self.service is not None
+        cat = self.service.catalog
+        entries: list[tuple[str, str]] = [(m.name, m.provider) for m in cat.models.values()]
+        entries += [(a, "mcp-prism") for a in cat.aliases]
+        entries += [(AUTO, "mcp-prism")] + [(TASK_PREFIX + t, "mcp-prism") for t in sorted(self.service.task_types)]
+        if b"anthropic-version" in headers:
+            data = [{"type": "model", "id": i, "display_name": i, "created_at": "2025-01-01T00:00:00Z"}
+                    for i, _ in entries]
+            body: dict[str, Any] = {"data": data, "has_more": False, "first_id": data[0]["id"],
+                                    "last_id": data[-1]["id"]}
+        else:
+            body = {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": o}
+                                               for i, o in entries]}
+        await _json(send, 200, body)
+
+    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
+        if self._token is None:
+            return True
+        given = headers.get(b"x-api-key")
+        if given is None:
+            auth = headers.get(b"authorization", b"")
+            given = auth[7:] if auth[:7].lower() == b"bearer " else b""
+        return hmac.compare_digest(given, self._token)
+
+    # ---------------------------------------------------------------- chat
+    async def _openai_chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._chat(scope, receive, send, openai_format, "openai")
+
+    async def _anthropic_messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._chat(scope, receive, send, anthropic_format, "anthropic")
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, fmt: ModuleType, fmt_name: str) -> None:
+        assert self.service is not None and self.providers is not None
+        t0 = time.perf_counter()
+        r = _Request(fmt, fmt_name, _headers(scope), t0, ts=utcnow())
+        if not self._authorised(r.headers):
+            await self._error(send, r, WireError(401, "authentication", "this gateway needs its token: send it as "
+                                                 "a Bearer token (OpenAI clients) or x-api-key (Anthropic clients)"))
+            return
+        try:
+            body = await _read_body(receive)
+            data = json.loads(body)
+        except _TooLarge:
+            await self._error(send, r, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
+            return
+        except (ValueError, UnicodeDecodeError) as e:
+            await self._error(send, r, WireError(400, "invalid_request", f"the request body is not valid JSON: {e}"))
+            return
+        problem = _shape_problem(data)
+        if problem:
+            await self._error(send, r, WireError(400, "invalid_request", problem))
+            return
+        text = last_user_text(data["messages"])
+        try:
+            d = await self.service.route_request(data["model"], text, task_hint=r.header(b"x-prism-task"),
+                                                 context_tokens=len(body) // 4)
+        except UnknownName as e:
+            await self._error(send, r, WireError(404 if e.kind == "model" else 400, "not_found"
+                                                 if e.kind == "model" else "invalid_request", str(e)))
+            return
+        except InvalidInput as e:
+            await self._error(send, r, WireError(400, "invalid_request", str(e)))
+            return
+        r.decision = d
+        if self.service.task_types[d.task_type].capture_samples:
+            r.prompt, r.response_text = text, []
+        provider = self.service.catalog.providers[d.model.provider]
+        pfmt = FORMATS[provider.format]
+        stream = data.get("stream") is True
+        client_usage = True
+        try:
+            if pfmt is fmt:
+                data["model"] = d.model.name
+                if stream and fmt is openai_format:
+                    opts = data.get("stream_options")
+                    opts = opts if isinstance(opts, dict) else {}
+                    client_usage = opts.get("include_usage") is True
+                    data["stream_options"] = {**opts, "include_usage": True}  # we need usage to record it
+                out = json.dumps(data, separators=(",", ":")).encode()
+                extra = {k.decode(): v.decode("latin-1") for k in FORWARDED_ANTHROPIC_HEADERS
+                         if (v := r.headers.get(k)) is not None} if fmt is anthropic_format else None
+            else:
+                neutral = fmt.parse_request(data)
+                client_usage = bool(getattr(neutral, "stream_usage", False)) or fmt is not openai_format
+                out = json.dumps(pfmt.build_request(neutral, d.model.name), separators=(",", ":")).encode()
+                extra = None
+            request = self.providers.request(provider.name, d.model.name, out, stream=stream, extra_headers=extra)
+        except WireError as e:
+            await self._error(send, r, e, record=e.status >= 500)
+            return
+        t_up = time.perf_counter()
+        try:
+            resp = await self.providers.send(request)
+        except WireError as e:
+            r.upstream_s = time.perf_counter() - t_up
+            await self._error(send, r, e, record=True)
+            return
+        try:
+            if resp.status_code >= 400:
+                raw = await resp.aread()
+                r.upstream_s = time.perf_counter() - t_up
+                err = pfmt.parse_error(resp.status_code, raw, resp.headers)
+                err.status = resp.status_code  # the client sees the provider's own status code
+                await self._error(send, r, err, record=True)
+            elif stream:
+                await self._stream(scope, receive, send, r, resp, pfmt, t_up, client_usage)
+            else:
+                await self._complete(send, r, resp, pfmt, t_up)
+        finally:
+            await resp.aclose()
+
+    async def _complete(self, send: Send, r: _Request, resp: httpx.Response, pfmt: ModuleType, t_up: float) -> None:
+        raw = await resp.aread()
+        r.upstream_s = time.perf_counter() - t_up
+        assert r.decision is not None
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+            if pfmt is r.fmt:
+                usage, out = pfmt.usage_of(body), raw
+                if r.response_text is not None:
+                    r.response_text.append(_answer_text(pfmt.parse_response(body)))
+            else:
+                parsed = pfmt.parse_response(body)
+                usage = parsed.usage
+                out = json.dumps(r.fmt.render_response(parsed, r.decision.model.name), separators=(",", ":")).encode()
+                if r.response_text is not None:
+                    r.response_text.append(_answer_text(parsed))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            await self._error(send, r, WireError(502, "provider_error", f"the provider sent a response that is not "
+                                                 f"valid {pfmt.__name__.rsplit('.', 1)[-1]} JSON ({e})"), record=True)
+            return
+        await _respond(send, 200, out, JSON_HEADERS + self._prism_headers(r))
+        self._record(r, usage, "ok")
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, r: _Request, resp: httpx.Response,
+                      pfmt: ModuleType, t_up: float, client_usage: bool) -> None:
+        assert r.decision is not None
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self._prism_headers(r)})
+        same = pfmt is r.fmt
+        state = _PumpState(pfmt.StreamDecoder(), _PassthroughUsage(pfmt) if same else None)
+        pump = asyncio.ensure_future(self._pump(send, r, resp, pfmt, state, t_up, client_usage))
+        watch = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not pump.done():  # the client went away: stop reading, which closes the upstream call
+                pump.cancel()
+                r.upstream_s = time.perf_counter() - t_up
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pump
+                usage = state.usage()
+                self._record(r, usage, "cancelled", error_type="client_disconnected")
+            watch.cancel()
+        if pump.done() and not pump.cancelled():
+            usage, status, err = pump.result()
+            if err is not None:
+                with contextlib.suppress(OSError):
+                    await send({"type": "http.response.body", "body": r.fmt.StreamEncoder(
+                        r.decision.model.name, client_usage).error(err), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            self._record(r, usage, status, error_type=err.kind if err else None)
+
+    async def _pump(self, send: Send, r: _Request, resp: httpx.Response, pfmt: ModuleType, state: _PumpState,
+                    t_up: float, client_usage: bool) -> tuple[Usage, str, WireError | None]:
+        """Copy the provider's stream to the client, translating when the formats differ; returns the
+        usage seen, the status to record and the error to tell the client (None when it ended well)."""
+        assert r.decision is not None
+        sse = SSEDecoder()
+        same = pfmt is r.fmt
+        decoder, tracker = state.decoder, state.tracker
+        encoder = None if same else r.fmt.StreamEncoder(r.decision.model.name, client_usage)
+        ended = False
+        try:
+            async for chunk in resp.aiter_raw():
+                if r.ttft_ms is None:
+                    r.ttft_ms = (time.perf_counter() - r.t0) * 1000
+                events = sse.feed(chunk)
+                if same:
+                    assert tracker is not None
+                    drop = False
+                    for event, data in events:
+                        if tracker.feed(event, data) and not client_usage:
+                            drop = True
+                        if data == "[DONE]" or event == "message_stop":
+                            ended = True
+                    if drop:  # re-emit without the usage chunk the client did not ask for
+                        chunk = b"".join(encode_sse(data, event) for event, data in events
+                                         if not (tracker.is_usage_only(data)))
+                    if r.response_text is not None:
+                        r.response_text.extend(tracker.texts(events))
+                    out = chunk
+                else:
+                    assert encoder is not None
+                    parts = []
+                    for event, data in events:
+                        for ev in decoder.feed(event, data):
+                            if isinstance(ev, StreamEnd):
+                                ended = True
+                            if r.response_text is not None and isinstance(ev, TextDelta):
+                                r.response_text.append(ev.text)
+                            parts.append(encoder.encode(ev))
+                    out = b"".join(parts)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            if not same and not ended and hasattr(decoder, "finish"):
+                assert encoder is not None
+                tail = [encoder.encode(ev) for ev in decoder.finish()]
+                ended = True
+                if tail:
+                    await send({"type": "http.response.body", "body": b"".join(tail), "more_body": True})
+        except WireError as e:  # an error event inside the provider's stream
+            r.upstream_s = time.perf_counter() - t_up
+            return state.usage(), _status_of(e), e
+        except httpx.HTTPError:
+            r.upstream_s = time.perf_counter() - t_up
+            return state.usage(), "provider_error", WireError(502, "provider_error",
+                                                              "the provider's stream broke off before it ended")
+        r.upstream_s = time.perf_counter() - t_up
+        if not ended:
+            return state.usage(), "provider_error", WireError(502, "provider_error",
+                                                              "the provider's stream ended without finishing")
+        return state.usage(), "ok", None
+
+    # ---------------------------------------------------------------- responses and recording
+    def _prism_headers(self, r: _Request) -> list[tuple[bytes, bytes]]:
+        d = r.decision
+        assert d is not None
+        out = [(b"x-prism-model", d.model.name.encode()), (b"x-prism-task", d.task_type.encode())]
+        if d.rule_id is not None:
+            out.append((b"x-prism-rule", f"{d.rule_id}@v{d.rule_version}".encode()))
+        return out
+
+    async def _error(self, send: Send, r: _Request, err: WireError, *, record: bool = False) -> None:
+        headers = list(JSON_HEADERS)
+        if err.retry_after is not None:
+            headers.append((b"retry-after", str(max(0, round(err.retry_after))).encode()))
+        if r.decision is not None:
+            headers += self._prism_headers(r)
+        await _respond(send, err.status, json.dumps(r.fmt.render_error(err)).encode(), headers)
+        if record and r.decision is not None:
+            self._record(r, Usage(), _status_of(err), error_type=err.kind)
+
+    def _record(self, r: _Request, usage: Usage, status: str, *, error_type: str | None = None) -> None:
+        d = r.decision
+        assert d is not None and self.recorder is not None
+        latency = (time.perf_counter() - r.t0) * 1000
+        ttft = min(r.ttft_ms, latency) if r.ttft_ms is not None else None
+        tokens = TokenUsage(usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens,
+                            usage.output_tokens, usage.reasoning_tokens)
+        self.recorder.record(Outcome(
+            ts=r.ts, task_type=d.task_type, model=d.model.name, provider=d.model.provider, tokens=tokens,
+            status=status, latency_ms=latency, upstream_ms=r.upstream_s * 1000,
+            route="passthrough" if FORMATS[self.service.catalog.providers[d.model.provider].format] is r.fmt  # type: ignore[union-attr]
+            else "translated", ttft_ms=ttft, error_type=error_type, rule_id=d.rule_id, rule_version=d.rule_version,
+            user=r.header(b"x-prism-user"), team=r.header(b"x-prism-team"), project=r.header(b"x-prism-project"),
+            request_id=r.header(b"x-request-id"), prompt=r.prompt,
+            response="".join(r.response_text) if r.response_text is not None else None,
+        ))
+
+
+# ---------------------------------------------------------------- stream helpers
+@dataclass(slots=True)
+class _PumpState:
+    decoder: Any
+    tracker: _PassthroughUsage | None
+
+    def usage(self) -> Usage:
+        if self.tracker is not None:
+            return self.tracker.usage
+        return self.decoder.usage
+
+
+
+class _PassthroughUsage:
+    """Usage (and, when capturing, text) from a stream passed through untouched: parses only the events
+    that carry usage, so the pass-through path stays cheap."""
+
+    def __init__(self, fmt: ModuleType) -> None:
+        self.fmt = fmt
+        self.usage = Usage()
+        self._anthropic: dict[str, Any] = {}
+
+    def feed(self, event: str | None, data: str) -> bool:
+        """Take usage from this event; True when it is an OpenAI usage-only chunk."""
+        if self.fmt is anthropic_format:
+            if event == "message_start" or event == "message_delta":
+                try:
+                    obj = json.loads(data)
+                except ValueError:
+                    return False
+                u = (obj.get("message") or {}).get("usage") if event == "message_start" else obj.get("usage")
+                if isinstance(u, dict):
+                    self._anthropic.update({k: v for k, v in u.items() if isinstance(v, int)})
+                    self.usage = anthropic_format.usage_of({"usage": self._anthropic})
+            return False
+        if '"usage"' not in data:
+            return False
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return False
+        if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+            self.usage = openai_format.usage_of(obj)
+            return not obj.get("choices")
+        return False
+
+    @staticmethod
+    def is_usage_only(data: str) -> bool:
+        if '"usage"' not in data:
+            return False
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return False
+        return isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and not obj.get("choices")
+
+    def texts(self, events: list[tuple[str | None, str]]) -> list[str]:
+        out = []
+        for event, data in events:
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                continue
+            if self.fmt is anthropic_format:
+                delta = obj.get("delta") if event == "content_block_delta" else None
+                if isinstance(delta, dict) and isinstance(delta.get("text"), str):
+                    out.append(delta["text"])
+            elif isinstance(obj, dict):
+                for choice in obj.get("choices") or []:
+                    content = (choice.get("delta") or {}).get("content")
+                    if isinstance(content, str):
+                        out.append(content)
+        return out
+
+
+def _answer_text(resp: ChatResponse) -> str:
+    return "".join(p.text for p in resp.content if isinstance(p, Text))
+
+
+async def _disconnected(receive: Receive) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return
+
+
+# ---------------------------------------------------------------- ASGI helpers
+class _TooLarge(Exception):
+    pass
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+async def _read_body(receive: Receive) -> bytes:
+    msg = await receive()
+    body = msg.get("body", b"")
+    if not msg.get("more_body"):
+        return body
+    parts = [body]
+    size = len(body)
+    while msg.get("more_body"):
+        msg = await receive()
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TooLarge
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _shape_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return "the request body must be a JSON object"
+    model = data.get("model")
+    if not isinstance(model, str) or not model.strip():
+        return ("`model` is required: a model name, an alias, `auto` (route by the task), or "
+                f"`{TASK_PREFIX}<task_type>`")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "`messages` must be a non-empty list of messages"
+    return None
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json(send: Send, status: int, obj: Any) -> None:
+    await _respond(send, status, json.dumps(obj).encode(), JSON_HEADERS)
+
