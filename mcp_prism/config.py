@@ -7,7 +7,7 @@ Environment:
 
 The config file (TOML) may hold `[models.*]`, `[aliases]`, `[providers.*]` layered over the shipped
 catalog, `[task_types.*]` for team task types (or to opt a built-in type into sample capture), and
-`[routing] default_task_type / classifier_threshold`.
+`[routing] default_task_type / classifier_threshold`, and `[gateway] upstream_timeout_seconds`.
 """
 
 from __future__ import annotations
@@ -69,6 +69,15 @@ class Settings:
         value = (self.user_config.get("routing") or {}).get("classifier_threshold", 0.35)
         if not isinstance(value, int | float) or not 0 <= value <= 1:
             raise ConfigError("routing.classifier_threshold must be a number between 0 and 1")
+        return float(value)
+
+
+    @property
+    def upstream_timeout(self) -> float:
+        """Seconds the gateway waits for a provider to start answering, and between streamed chunks."""
+        value = (self.user_config.get("gateway") or {}).get("upstream_timeout_seconds", 300)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 3600:
+            raise ConfigError("gateway.upstream_timeout_seconds must be a number of seconds between 0 and 3600")
         return float(value)
 
 

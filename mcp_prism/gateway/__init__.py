@@ -27,7 +27,8 @@ def _loopback(host: str) -> bool:
 
 def build_gateway(settings: Settings, *, token: str | None = None, env: Mapping[str, str] | None = None,
                   flush_interval: float = 0.2) -> Gateway:
-    return Gateway(lambda: PrismService.open(settings), token=token, env=env, flush_interval=flush_interval)
+    return Gateway(lambda: PrismService.open(settings), token=token, env=env, flush_interval=flush_interval,
+                   upstream_timeout=settings.upstream_timeout)
 
 
 def _fastest(module: str, fallback: str) -> str:

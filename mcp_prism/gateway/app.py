@@ -22,8 +22,7 @@ from typing import Any
 
 import httpx
 
-from mcp_prism.core.pricing import TokenUsage
-from mcp_prism.core.usage import utcnow
+from mcp_prism.core.usage import new_id, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
 from mcp_prism.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_prism.gateway.metrics import Metrics
@@ -81,6 +80,7 @@ class _Request:
     fmt_name: str
     headers: dict[bytes, bytes]
     t0: float
+    id: str
     ts: Any = None
     decision: RouteDecision | None = None
     prompt: str | None = None
@@ -96,7 +96,10 @@ class _Request:
 
 class Gateway:
     def __init__(self, service_factory: Callable[[], Awaitable[PrismService]], *, token: str | None = None,
-                 env: Mapping[str, str] | None = None, flush_interval: float = 0.2) -> None:
+                 env: Mapping[str, str] | None = None, flush_interval: float = 0.2,
+                 upstream_timeout: float = 300.0) -> None:
+        self._timeout = httpx.Timeout(connect=min(10.0, upstream_timeout), read=upstream_timeout, write=30.0,
+                                      pool=10.0)
         self._factory = service_factory
         self._token = token.encode() if token else None
         self._env = env
@@ -118,7 +121,11 @@ class Gateway:
     # ---------------------------------------------------------------- lifecycle
     async def startup(self) -> None:
         self.service = await self._factory()
-        self.providers = ProviderClient(self.service.catalog, self._env)
+        self.providers = ProviderClient(self.service.catalog, self._env, timeout=self._timeout)
+        missing = [p for p in self.service.catalog.providers if not self.providers.has_key(p)]
+        if missing:
+            log.info("no API key in the environment for: %s (requests routed there get an error naming the "
+                     "variable to set)", ", ".join(missing))
         self.recorder = Recorder(self.service.store, self.service.catalog, self.metrics,
                                  flush_interval=self._flush_interval)
         self.recorder.start()
@@ -216,9 +223,16 @@ class Gateway:
         await self._chat(scope, receive, send, anthropic_format, "anthropic")
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, fmt: ModuleType, fmt_name: str) -> None:
+        self.metrics.in_flight.inc()
+        try:
+            await self._chat_inner(scope, receive, send, fmt, fmt_name)
+        finally:
+            self.metrics.in_flight.dec()
+
+    async def _chat_inner(self, scope: Scope, receive: Receive, send: Send, fmt: ModuleType, fmt_name: str) -> None:
         assert self.service is not None and self.providers is not None
         t0 = time.perf_counter()
-        r = _Request(fmt, fmt_name, _headers(scope), t0, ts=utcnow())
+        r = _Request(fmt, fmt_name, _headers(scope), t0, new_id(), ts=utcnow())
         if not self._authorised(r.headers):
             await self._error(send, r, WireError(401, "authentication", "this gateway needs its token: send it as "
                                                  "a Bearer token (OpenAI clients) or x-api-key (Anthropic clients)"))
@@ -267,6 +281,8 @@ class Gateway:
                          if (v := r.headers.get(k)) is not None} if fmt is anthropic_format else None
             else:
                 neutral = fmt.parse_request(data)
+                if "reasoning" not in d.model.capabilities:  # non-reasoning models reject the parameter
+                    neutral.reasoning_effort = None
                 client_usage = bool(getattr(neutral, "stream_usage", False)) or fmt is not openai_format
                 out = json.dumps(pfmt.build_request(neutral, d.model.name), separators=(",", ":")).encode()
                 extra = None
@@ -390,10 +406,22 @@ class Gateway:
                     out = b"".join(parts)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-            if not same and not ended and hasattr(decoder, "finish"):
+            rest = sse.flush()  # a last event the provider sent without its closing blank line
+            if same:
+                assert tracker is not None
+                for event, data in rest:
+                    tracker.feed(event, data)
+                    ended = ended or data == "[DONE]" or event == "message_stop"
+                if rest:
+                    await send({"type": "http.response.body", "body": b"".join(encode_sse(d, e) for e, d in rest),
+                                "more_body": True})
+            elif rest:
                 assert encoder is not None
-                tail = [encoder.encode(ev) for ev in decoder.finish()]
-                ended = True
+                tail = []
+                for event, data in rest:
+                    for ev in decoder.feed(event, data):
+                        ended = ended or isinstance(ev, StreamEnd)
+                        tail.append(encoder.encode(ev))
                 if tail:
                     await send({"type": "http.response.body", "body": b"".join(tail), "more_body": True})
         except WireError as e:  # an error event inside the provider's stream
@@ -413,7 +441,8 @@ class Gateway:
     def _prism_headers(self, r: _Request) -> list[tuple[bytes, bytes]]:
         d = r.decision
         assert d is not None
-        out = [(b"x-prism-model", d.model.name.encode()), (b"x-prism-task", d.task_type.encode())]
+        out = [(b"x-prism-model", d.model.name.encode()), (b"x-prism-task", d.task_type.encode()),
+               (b"x-prism-request-id", r.id.encode())]
         if d.rule_id is not None:
             out.append((b"x-prism-rule", f"{d.rule_id}@v{d.rule_version}".encode()))
         return out
@@ -433,15 +462,14 @@ class Gateway:
         assert d is not None and self.recorder is not None
         latency = (time.perf_counter() - r.t0) * 1000
         ttft = min(r.ttft_ms, latency) if r.ttft_ms is not None else None
-        tokens = TokenUsage(usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens,
-                            usage.output_tokens, usage.reasoning_tokens)
+        tokens = usage.tokens()
         self.recorder.record(Outcome(
-            ts=r.ts, task_type=d.task_type, model=d.model.name, provider=d.model.provider, tokens=tokens,
+            id=r.id, ts=r.ts, task_type=d.task_type, model=d.model.name, provider=d.model.provider, tokens=tokens,
             status=status, latency_ms=latency, upstream_ms=r.upstream_s * 1000,
             route="passthrough" if FORMATS[self.service.catalog.providers[d.model.provider].format] is r.fmt  # type: ignore[union-attr]
             else "translated", ttft_ms=ttft, error_type=error_type, rule_id=d.rule_id, rule_version=d.rule_version,
             user=r.header(b"x-prism-user"), team=r.header(b"x-prism-team"), project=r.header(b"x-prism-project"),
-            request_id=r.header(b"x-request-id"), prompt=r.prompt,
+            prompt=r.prompt,
             response="".join(r.response_text) if r.response_text is not None else None,
         ))
 

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 class Outcome:
     """One gateway request as it ended (ok, error, or cancelled mid-stream)."""
 
+    id: str  # also the x-prism-request-id response header: the handle for record_quality later
     ts: datetime
     task_type: str
     model: str
@@ -43,7 +44,6 @@ class Outcome:
     user: str | None = None
     team: str | None = None
     project: str | None = None
-    request_id: str | None = None
     prompt: str | None = None
     response: str | None = None
 
@@ -109,7 +109,7 @@ class Recorder:
             latency_ms=round(o.latency_ms, 3), ttft_ms=round(o.ttft_ms, 3) if o.ttft_ms is not None else None,
             cost_usd=cost.usd if cost else None, prices=cost.prices if cost else None, ts=o.ts, status=o.status,
             user=o.user, team=o.team, project=o.project, source="gateway", rule_id=o.rule_id,
-            rule_version=o.rule_version, request_id=o.request_id, prompt=o.prompt, response=o.response,
+            rule_version=o.rule_version, id=o.id, prompt=o.prompt, response=o.response,
         )
 
     def _observe(self, o: Outcome, ev: UsageEvent) -> None:

@@ -1,0 +1,1133 @@
+"""Fake OpenAI, Anthropic and Gemini APIs on 127.0.0.1, speaking each provider's documented wire format.
+
+Nothing here can reach a real provider, so provider clients are tested against this server instead. One ASGI app
+serves all three APIs on one port:
+
+- OpenAI Chat Completions: ``POST /v1/chat/completions``, ``GET /v1/models``; auth ``Authorization: Bearer <key>``.
+- Anthropic Messages: ``POST /v1/messages`` (``GET /v1/models`` too when called with ``anthropic-version``); auth
+  ``x-api-key`` (or ``Authorization: Bearer``, which anthropic-sdk-python 2.x sends) plus a required
+  ``anthropic-version`` header.
+- Gemini: ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent`` (``?alt=sse`` for SSE, a
+  streamed JSON array without it; ``/v1/models/...`` too, which google-genai may use); auth ``x-goog-api-key``
+  header or ``?key=``. As the real API does, a bad key is 400 INVALID_ARGUMENT (reason API_KEY_INVALID) and a missing
+  key 403 PERMISSION_DENIED, not 401.
+
+The scenario is chosen by markers in the text of the last user message, so a test can steer it through any client,
+including a gateway that rewrites the request: ``[tool]``, ``[cached]``, ``[reasoning]``, ``[429]``, ``[500]``,
+``[529]``, ``[slow]``, ``[malformed]``, ``[cut]``, ``[long]`` (see ``_plan`` and ``_scenario_error``). Without a marker
+the reply is ``"echo: <last user text>"``.
+
+Usage::
+
+    from fakes import run_fake_providers          # tests/ is on sys.path (pytest rootdir-relative imports)
+
+    with run_fake_providers() as fake:             # or the `fake_providers` fixture
+        client = openai.OpenAI(base_url=fake.openai_base_url, api_key=fake.keys["openai"])
+        ...
+        assert fake.calls[-1].body["model"] == "gpt-4o-mini"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+import uvicorn
+
+DEFAULT_KEYS: dict[str, str] = {
+    "openai": "sk-fake-openai-key",
+    "anthropic": "sk-ant-fake-anthropic-key",
+    "gemini": "fake-gemini-key",
+}
+PROVIDERS = ("openai", "anthropic", "gemini")
+
+# Fixed token counts so tests can assert exact usage numbers for the [cached] and [reasoning] scenarios.
+CACHED_TOKENS = 2048  # OpenAI cached_tokens, Anthropic cache_read_input_tokens, Gemini cachedContentTokenCount
+CACHE_CREATION_TOKENS = 256  # Anthropic cache_creation_input_tokens
+REASONING_TOKENS = 64  # OpenAI reasoning_tokens, Gemini thoughtsTokenCount, added to Anthropic output_tokens
+RETRY_AFTER_SECONDS = 7
+ECHO_LIMIT = 200  # the echoed user text is truncated to this many characters
+LONG_CHUNKS = 50  # [long]: number of content deltas ...
+LONG_DELAY = 0.01  # ... and the pause between stream events, so a client can disconnect mid-stream
+CUT_AFTER = 3  # [cut]: content deltas sent before the connection is dropped
+SLOW_SECONDS = 30.0  # [slow]: delay before answering (FakeProviders.slow_seconds overrides it)
+THINKING_TEXT = "Let me think about this step by step."
+THINKING_SIGNATURE = "RmFrZVRoaW5raW5nU2lnbmF0dXJlRm9yVGVzdHM="
+
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key"})
+_GEMINI_PATH = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|streamGenerateContent)$")
+# Top-level GenerateContentRequest fields; the real API rejects anything else (a common gateway bug).
+_GEMINI_FIELDS = frozenset(
+    {
+        "model",
+        "contents",
+        "tools",
+        "toolConfig",
+        "tool_config",
+        "safetySettings",
+        "safety_settings",
+        "systemInstruction",
+        "system_instruction",
+        "generationConfig",
+        "generation_config",
+        "cachedContent",
+        "cached_content",
+    }
+)
+
+
+class _CutStream(Exception):
+    """Raised mid-response: uvicorn then drops the connection without the terminating chunk."""
+
+
+class _HideCuts(logging.Filter):
+    # uvicorn logs every exception from the app; the deliberate [cut] ones are noise.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _CutStream))
+
+
+logging.getLogger("uvicorn.error").addFilter(_HideCuts())
+
+
+@dataclass
+class Call:
+    """One request the fake received. Secrets stay in `headers`/`query` for assertions but are masked in repr."""
+
+    provider: str
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any  # parsed JSON, or None when the body was empty or not JSON
+    raw: bytes = field(repr=False)
+
+    def __getitem__(self, name: str) -> Any:
+        # Dict-style access too (call["body"]), for tests written against plain-dict records.
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in self.__dataclass_fields__ else default
+
+    def __repr__(self) -> str:
+        headers = {k: ("***" if k in _SECRET_HEADERS else v) for k, v in self.headers.items()}
+        query = {k: ("***" if k == "key" else v) for k, v in self.query.items()}
+        return (
+            f"Call(provider={self.provider!r}, method={self.method!r}, path={self.path!r}, query={query!r}, "
+            f"headers={headers!r}, body={self.body!r})"
+        )
+
+
+# --- provider-neutral scenario planning -------------------------------------------------------------------------
+
+
+@dataclass
+class _Turn:
+    """What the fake needs from a request, whatever the provider."""
+
+    model: str
+    last_text: str  # text of the last user message that has text
+    tool_result: str | None  # text of the last tool result in the conversation
+    tools: list[tuple[str, dict[str, Any]]]  # (name, JSON schema) of the function tools offered
+    all_text: str
+
+    def has(self, marker: str) -> bool:
+        return marker in self.last_text
+
+
+@dataclass
+class _Reply:
+    text: str  # visible text ("" for a tool call)
+    pieces: list[str]  # the text as streamed
+    tool: tuple[str, dict[str, Any]] | None
+    input_tokens: int  # uncached input
+    output_tokens: int  # visible output, reasoning excluded
+    cached: bool
+    reasoning: bool
+
+
+def _tokens(text: str) -> int:
+    return len(text) // 4 + 1
+
+
+def _split(text: str, parts: int = 4, max_size: int = 8) -> list[str]:
+    # Short texts still stream as several deltas so clients must concatenate them.
+    size = max(1, min(max_size, math.ceil(len(text) / parts)))
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _minimal_value(schema: Any, name: str) -> Any:
+    if not isinstance(schema, dict):
+        return "Paris"
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type", "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if str(k).lower() != "null"), "string")
+    kind = str(kind).lower()  # Gemini schemas spell types in upper case
+    if kind in ("integer", "number"):
+        return 1
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return _minimal_args(schema) if schema.get("required") else {}
+    if kind == "null":
+        return None
+    return "Paris" if name == "city" else "test"
+
+
+def _minimal_args(schema: dict[str, Any]) -> dict[str, Any]:
+    """{"city": "Paris"}, or the smallest object holding the schema's required properties."""
+    required = [r for r in schema.get("required") or [] if isinstance(r, str)]
+    if not required:
+        return {"city": "Paris"}
+    props = schema.get("properties") or {}
+    return {name: _minimal_value(props.get(name), name) for name in required}
+
+
+def _plan(turn: _Turn) -> _Reply:
+    tool = None
+    if turn.tool_result is not None:
+        text = f"tool said: {turn.tool_result}"
+    elif turn.has("[tool]") and turn.tools:
+        name, schema = turn.tools[0]
+        tool = (name, _minimal_args(schema))
+        text = ""
+    elif turn.has("[long]"):
+        text = ""
+    else:
+        text = f"echo: {turn.last_text[:ECHO_LIMIT]}"
+    if tool is not None:
+        pieces, out = [], _tokens(tool[0] + json.dumps(tool[1]))
+    elif turn.has("[long]") and turn.tool_result is None:
+        pieces = [f"chunk {i:02d}. " for i in range(LONG_CHUNKS)]
+        text = "".join(pieces)
+        out = _tokens(text)
+    else:
+        pieces, out = _split(text), _tokens(text)
+    return _Reply(
+        text=text,
+        pieces=pieces,
+        tool=tool,
+        input_tokens=_tokens(turn.all_text),
+        output_tokens=out,
+        cached=turn.has("[cached]"),
+        reasoning=turn.has("[reasoning]"),
+    )
+
+
+def _collect_text(obj: Any) -> list[str]:
+    """Every string under text-bearing keys of a messages/contents structure (for token estimates)."""
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, list):
+        return [s for item in obj for s in _collect_text(item)]
+    if isinstance(obj, dict):
+        keys = ("text", "content", "parts", "system", "systemInstruction", "system_instruction", "input", "args")
+        out = [s for k in keys if k in obj for s in _collect_text(obj[k])]
+        for k in ("input", "args", "response", "functionResponse", "function_response"):
+            if isinstance(obj.get(k), dict):
+                out.append(json.dumps(obj[k]))
+        return out
+    return []
+
+
+def _block_text(content: Any) -> str:
+    """Text of an OpenAI/Anthropic content value: a string or a list of {"type": "text", "text"} parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+# --- responses ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Full:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Streamed:
+    chunks: list[bytes]
+    content_type: str
+    cut_at: int | None = None  # drop the connection instead of sending chunks[cut_at]
+    delay: float = 0.0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    status: int = 200
+
+
+def _compact(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _json(status: int, obj: Any, headers: list[tuple[str, str]] | None = None, *, indent: int | None = None) -> _Full:
+    body = json.dumps(obj, indent=indent).encode() if indent else _compact(obj)
+    return _Full(status, body, "application/json", headers or [])
+
+
+SSE = "text/event-stream; charset=utf-8"
+RETRY_HEADERS = [("retry-after", str(RETRY_AFTER_SECONDS))]
+
+
+def _openai_error(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> _Full:
+    return _json(status, {"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def _anthropic_error(status: int, type_: str, message: str, request_id: str = "req_fake") -> _Full:
+    body = {"type": "error", "error": {"type": type_, "message": message}, "request_id": request_id}
+    return _json(status, body, [("request-id", request_id)])
+
+
+def _gemini_error(code: int, status: str, message: str, details: list[dict[str, Any]] | None = None) -> _Full:
+    err: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if details:
+        err["details"] = details
+    return _json(code, {"error": err}, indent=2)  # Google pretty-prints its JSON bodies
+
+
+def _scenario_error(provider: str, turn: _Turn) -> _Full | None:
+    """Error/malformed responses selected by markers, in the provider's own shape."""
+    if turn.has("[malformed]"):
+        return _Full(200, b'{"id": "broken", "choices": [ <- not JSON', "application/json")
+    if turn.has("[429]"):
+        if provider == "openai":
+            r = _openai_error(
+                429,
+                f"Rate limit reached for {turn.model} on requests per min (RPM): Limit 3, Used 3, Requested 1. "
+                f"Please try again in {RETRY_AFTER_SECONDS}s.",
+                "requests",
+                code="rate_limit_exceeded",
+            )
+        elif provider == "anthropic":
+            r = _anthropic_error(
+                429, "rate_limit_error", "This request would exceed the rate limit for your organization."
+            )
+        else:
+            quota = {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                        "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                        "quotaDimensions": {"location": "global", "model": turn.model},
+                        "quotaValue": "10",
+                    }
+                ],
+            }
+            retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{RETRY_AFTER_SECONDS}s"}
+            r = _gemini_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "You exceeded your current quota, please check your plan and billing details.",
+                [quota, retry],
+            )
+        r.headers += RETRY_HEADERS
+        return r
+    if turn.has("[500]"):
+        if provider == "openai":
+            return _openai_error(
+                500, "The server had an error while processing your request. Sorry about that!", "server_error"
+            )
+        if provider == "anthropic":
+            return _anthropic_error(500, "api_error", "Internal server error")
+        return _gemini_error(
+            500,
+            "INTERNAL",
+            "An internal error has occurred. Please retry or report in "
+            "https://developers.generativeai.google/guide/troubleshooting",
+        )
+    if turn.has("[529]"):
+        # Anthropic's 529; the other providers signal the same condition with 503.
+        if provider == "anthropic":
+            return _anthropic_error(529, "overloaded_error", "Overloaded")
+        if provider == "openai":
+            return _openai_error(503, "The engine is currently overloaded, please try again later.", "server_error")
+        return _gemini_error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
+    return None
+
+
+# --- OpenAI -------------------------------------------------------------------------------------------------------
+
+
+def _openai_turn(body: dict[str, Any]) -> _Turn:
+    messages = [m for m in body["messages"] if isinstance(m, dict)]
+    last_text = next(
+        (t for m in reversed(messages) if m.get("role") == "user" and (t := _block_text(m.get("content")))), ""
+    )
+    results = [_block_text(m.get("content")) for m in messages if m.get("role") in ("tool", "function")]
+    tools = [
+        (t["function"]["name"], t["function"].get("parameters") or {})
+        for t in body.get("tools") or []
+        if isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("function"), dict)
+    ]
+    return _Turn(body["model"], last_text, results[-1] if results else None, tools, " ".join(_collect_text(messages)))
+
+
+def _openai_validate(body: Any) -> _Full | None:
+    if not isinstance(body, dict):
+        return _openai_error(
+            400,
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
+            "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+            "invalid_request_error",
+        )
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return _openai_error(400, "you must provide a model parameter", "invalid_request_error")
+    messages = body.get("messages")
+    if messages is None:
+        return _openai_error(
+            400,
+            "Missing required parameter: 'messages'.",
+            "invalid_request_error",
+            "messages",
+            "missing_required_parameter",
+        )
+    if not isinstance(messages, list) or not messages:
+        return _openai_error(
+            400,
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            "invalid_request_error",
+            "messages",
+            "empty_array",
+        )
+    roles = ("system", "developer", "user", "assistant", "tool", "function")
+    for i, m in enumerate(messages):
+        role = m.get("role") if isinstance(m, dict) else None
+        if role not in roles:
+            return _openai_error(
+                400,
+                f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', "
+                "'tool', and 'developer'.",
+                "invalid_request_error",
+                f"messages[{i}].role",
+                "invalid_value",
+            )
+    if body.get("stream_options") is not None and not body.get("stream"):
+        return _openai_error(
+            400,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "invalid_request_error",
+            "stream_options",
+        )
+    return None
+
+
+def _openai_usage(r: _Reply) -> dict[str, Any]:
+    cached = CACHED_TOKENS if r.cached else 0
+    reasoning = REASONING_TOKENS if r.reasoning else 0
+    prompt, completion = r.input_tokens + cached, r.output_tokens + reasoning  # both totals include the details
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _openai_response(body: dict[str, Any], turn: _Turn, r: _Reply, seq: int) -> _Full | _Streamed:
+    cid, call_id, created = f"chatcmpl-fake{seq:06d}", f"call_fake{seq:06d}", int(time.time())
+    headers = [("x-request-id", f"req_fake{seq:06d}"), ("openai-processing-ms", "1")]
+    common = {"created": created, "model": turn.model, "service_tier": "default", "system_fingerprint": "fp_fake"}
+    tool_call = None
+    if r.tool:
+        tool_call = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": r.tool[0], "arguments": json.dumps(r.tool[1])},
+        }
+    finish = "tool_calls" if r.tool else "stop"
+
+    if not body.get("stream"):
+        message: dict[str, Any] = {"role": "assistant", "content": None if r.tool else r.text, "refusal": None}
+        if tool_call:
+            message["tool_calls"] = [tool_call]
+        message["annotations"] = []
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        resp = {"id": cid, "object": "chat.completion", **common, "choices": [choice], "usage": _openai_usage(r)}
+        return _json(200, resp, headers)
+
+    include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        c: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", **common}
+        c["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        if include_usage:
+            c["usage"] = None  # the API sends an explicit null on every chunk but the last
+        return b"data: " + _compact(c) + b"\n\n"
+
+    if tool_call:
+        first = {**tool_call, "index": 0, "function": {"name": r.tool[0], "arguments": ""}}  # type: ignore[index]
+        chunks = [chunk({"role": "assistant", "content": None, "tool_calls": [first], "refusal": None})]
+        fragments = _split(tool_call["function"]["arguments"], parts=4, max_size=6)
+        chunks += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": f}}]}) for f in fragments]
+    else:
+        chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        fragments = r.pieces
+        chunks += [chunk({"content": p}) for p in fragments]
+    chunks.append(chunk({}, finish))
+    if include_usage:
+        last = {"id": cid, "object": "chat.completion.chunk", **common, "choices": [], "usage": _openai_usage(r)}
+        chunks.append(b"data: " + _compact(last) + b"\n\n")
+    chunks.append(b"data: [DONE]\n\n")
+    return _Streamed(chunks, SSE, cut_at=1 + min(CUT_AFTER, len(fragments)), headers=headers)
+
+
+# --- Anthropic ----------------------------------------------------------------------------------------------------
+
+
+def _anthropic_validate(body: Any) -> _Full | None:
+    if not isinstance(body, dict):
+        return _anthropic_error(400, "invalid_request_error", "There was an issue with the JSON body of your request.")
+    for name in ("model", "max_tokens", "messages"):
+        if name not in body:
+            return _anthropic_error(400, "invalid_request_error", f"{name}: Field required")
+    if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
+        return _anthropic_error(400, "invalid_request_error", "max_tokens: Input should be a valid integer >= 1")
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        return _anthropic_error(400, "invalid_request_error", "messages: at least one message is required")
+    for i, m in enumerate(messages):
+        role = m.get("role") if isinstance(m, dict) else None
+        if role not in ("user", "assistant"):
+            return _anthropic_error(
+                400,
+                "invalid_request_error",
+                f'messages.{i}.role: Unexpected role "{role}". The Messages API accepts a top-level `system` '
+                'parameter, not "system" as an input message role.',
+            )
+        if "content" not in m:
+            return _anthropic_error(400, "invalid_request_error", f"messages.{i}.content: Field required")
+    return None
+
+
+def _anthropic_turn(body: dict[str, Any]) -> _Turn:
+    messages = body["messages"]
+    last_text = next(
+        (t for m in reversed(messages) if m.get("role") == "user" and (t := _block_text(m.get("content")))), ""
+    )
+    results = [
+        _block_text(block.get("content"))
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for block in m["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
+    tools = [
+        (t["name"], t["input_schema"])
+        for t in body.get("tools") or []
+        if isinstance(t, dict) and "name" in t and isinstance(t.get("input_schema"), dict)
+    ]
+    all_text = " ".join(_collect_text(messages) + _collect_text(body.get("system")))
+    return _Turn(body["model"], last_text, results[-1] if results else None, tools, all_text)
+
+
+def _anthropic_usage(r: _Reply, *, output_tokens: int | None = None) -> dict[str, Any]:
+    creation = CACHE_CREATION_TOKENS if r.cached else 0
+    out = r.output_tokens + (REASONING_TOKENS if r.reasoning else 0)
+    return {
+        "input_tokens": r.input_tokens,  # excludes cached/cache-written tokens, as the API reports it
+        "cache_creation_input_tokens": creation,
+        "cache_read_input_tokens": CACHED_TOKENS if r.cached else 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": creation, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": out if output_tokens is None else output_tokens,
+        "service_tier": "standard",
+    }
+
+
+def _anthropic_response(body: dict[str, Any], turn: _Turn, r: _Reply, seq: int) -> _Full | _Streamed:
+    mid, tool_id, request_id = f"msg_fake{seq:06d}", f"toolu_fake{seq:06d}", f"req_fake{seq:06d}"
+    headers = [("request-id", request_id)]
+    stop_reason = "tool_use" if r.tool else "end_turn"
+    head = {"id": mid, "type": "message", "role": "assistant", "model": turn.model}
+
+    if not body.get("stream"):
+        content: list[dict[str, Any]] = []
+        if r.reasoning:
+            content.append({"type": "thinking", "thinking": THINKING_TEXT, "signature": THINKING_SIGNATURE})
+        if r.tool:
+            content.append({"type": "tool_use", "id": tool_id, "name": r.tool[0], "input": r.tool[1]})
+        else:
+            content.append({"type": "text", "text": r.text})
+        resp = {**head, "content": content, "stop_reason": stop_reason, "stop_sequence": None}
+        resp["usage"] = _anthropic_usage(r)
+        return _json(200, resp, headers)
+
+    def event(data: dict[str, Any]) -> bytes:
+        return f"event: {data['type']}\n".encode() + b"data: " + _compact(data) + b"\n\n"
+
+    def delta(index: int, d: dict[str, Any]) -> bytes:
+        return event({"type": "content_block_delta", "index": index, "delta": d})
+
+    start = {**head, "content": [], "stop_reason": None, "stop_sequence": None}
+    start["usage"] = _anthropic_usage(r, output_tokens=1)
+    chunks = [event({"type": "message_start", "message": start})]
+    ping = event({"type": "ping"})  # the API pings right after the first block starts
+    index = 0
+    if r.reasoning:
+        block = {"type": "thinking", "thinking": "", "signature": ""}
+        chunks += [event({"type": "content_block_start", "index": index, "content_block": block}), ping]
+        chunks += [delta(index, {"type": "thinking_delta", "thinking": p}) for p in _split(THINKING_TEXT, 2, 64)]
+        chunks.append(delta(index, {"type": "signature_delta", "signature": THINKING_SIGNATURE}))
+        chunks.append(event({"type": "content_block_stop", "index": index}))
+        index += 1
+    if r.tool:
+        block = {"type": "tool_use", "id": tool_id, "name": r.tool[0], "input": {}}
+        fragments = ["", *_split(json.dumps(r.tool[1]), parts=4, max_size=6)]
+        deltas = [delta(index, {"type": "input_json_delta", "partial_json": f}) for f in fragments]
+    else:
+        block = {"type": "text", "text": ""}
+        deltas = [delta(index, {"type": "text_delta", "text": p}) for p in r.pieces]
+    chunks.append(event({"type": "content_block_start", "index": index, "content_block": block}))
+    if index == 0:
+        chunks.append(ping)
+    cut_at = len(chunks) + min(CUT_AFTER, len(deltas))
+    chunks += deltas
+    chunks.append(event({"type": "content_block_stop", "index": index}))
+    out = _anthropic_usage(r)["output_tokens"]
+    message_delta = {"stop_reason": stop_reason, "stop_sequence": None}
+    chunks.append(event({"type": "message_delta", "delta": message_delta, "usage": {"output_tokens": out}}))
+    chunks.append(event({"type": "message_stop"}))
+    return _Streamed(chunks, SSE, cut_at=cut_at, headers=headers)
+
+
+# --- Gemini -------------------------------------------------------------------------------------------------------
+
+
+def _gemini_validate(body: Any) -> _Full | None:
+    if not isinstance(body, dict):
+        return _gemini_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Unexpected token.")
+    unknown = sorted(set(body) - _GEMINI_FIELDS)
+    if unknown:
+        violations = [
+            {"field": k, "description": f'Invalid JSON payload received. Unknown name "{k}": Cannot find field.'}
+            for k in unknown
+        ]
+        return _gemini_error(
+            400,
+            "INVALID_ARGUMENT",
+            "\n".join(v["description"] for v in violations),
+            [{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": violations}],
+        )
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        return _gemini_error(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: contents is not specified\n")
+    for c in contents:
+        if not isinstance(c, dict) or c.get("role", "user") not in ("user", "model", "function"):
+            return _gemini_error(400, "INVALID_ARGUMENT", "Please use a valid role: user, model.")
+        if not isinstance(c.get("parts"), list) or not c["parts"]:
+            return _gemini_error(
+                400,
+                "INVALID_ARGUMENT",
+                "* GenerateContentRequest.contents.parts: contents.parts must not be empty.\n",
+            )
+    return None
+
+
+def _gemini_turn(model: str, body: dict[str, Any]) -> _Turn:
+    contents = body["contents"]
+
+    def text_of(c: dict[str, Any]) -> str:
+        return "".join(p["text"] for p in c["parts"] if isinstance(p, dict) and isinstance(p.get("text"), str))
+
+    last_text = next((t for c in reversed(contents) if c.get("role", "user") == "user" and (t := text_of(c))), "")
+    results = []
+    for c in contents:
+        for p in c["parts"]:
+            fr = p.get("functionResponse") or p.get("function_response") if isinstance(p, dict) else None
+            if isinstance(fr, dict):
+                resp = fr.get("response")
+                # {"result": "18C"} style responses read best as their single value
+                if isinstance(resp, dict) and len(resp) == 1 and isinstance(next(iter(resp.values())), str):
+                    results.append(next(iter(resp.values())))
+                else:
+                    results.append(json.dumps(resp))
+    tools = []
+    for t in body.get("tools") or []:
+        decls = (t.get("functionDeclarations") or t.get("function_declarations") or []) if isinstance(t, dict) else []
+        for d in decls:
+            schema = d.get("parameters") or d.get("parametersJsonSchema") or d.get("parameters_json_schema") or {}
+            tools.append((d["name"], schema))
+    system = body.get("systemInstruction") or body.get("system_instruction")
+    all_text = " ".join(_collect_text(contents) + _collect_text(system))
+    return _Turn(model, last_text, results[-1] if results else None, tools, all_text)
+
+
+def _gemini_usage(r: _Reply, *, final: bool = True) -> dict[str, Any]:
+    cached = CACHED_TOKENS if r.cached else 0
+    prompt = r.input_tokens + cached  # promptTokenCount includes the cached part
+    usage: dict[str, Any] = {"promptTokenCount": prompt}
+    total = prompt
+    if final:
+        usage["candidatesTokenCount"] = r.output_tokens
+        total += r.output_tokens
+        if r.reasoning:
+            usage["thoughtsTokenCount"] = REASONING_TOKENS
+            total += REASONING_TOKENS
+    usage["totalTokenCount"] = total
+    if cached:
+        usage["cachedContentTokenCount"] = cached
+    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
+    if cached:
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
+    return usage
+
+
+def _gemini_response(turn: _Turn, r: _Reply, seq: int, *, stream: bool, sse: bool) -> _Full | _Streamed:
+    rid = f"fakeResponse{seq:06d}"
+    tail = {"modelVersion": turn.model, "responseId": rid}
+
+    def candidate(parts: list[dict[str, Any]], finish: bool) -> dict[str, Any]:
+        c: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
+        if finish:
+            c["finishReason"] = "STOP"
+        c["index"] = 0
+        return c
+
+    if r.tool:
+        parts_per_chunk = [[{"functionCall": {"name": r.tool[0], "args": r.tool[1]}}]]  # never split by the API
+    else:
+        parts_per_chunk = [[{"text": p}] for p in r.pieces]
+    if not stream:
+        parts = [p for ps in parts_per_chunk for p in ps]
+        if not r.tool:
+            parts = [{"text": r.text}]
+        resp = {"candidates": [candidate(parts, True)], "usageMetadata": _gemini_usage(r), **tail}
+        return _json(200, resp, indent=2)
+
+    n = len(parts_per_chunk)
+    responses = [
+        {"candidates": [candidate(ps, i == n - 1)], "usageMetadata": _gemini_usage(r, final=i == n - 1), **tail}
+        for i, ps in enumerate(parts_per_chunk)
+    ]
+    cut_at = min(CUT_AFTER, n - 1) if n > 1 else 0
+    if sse:
+        # Gemini separates SSE events with CRLF pairs; clients must not assume "\n\n".
+        chunks = [b"data: " + _compact(x) + b"\r\n\r\n" for x in responses]
+        return _Streamed(chunks, "text/event-stream", cut_at=cut_at)
+    # Without alt=sse the API streams one pretty-printed JSON array.
+    texts = [json.dumps(x, indent=2) for x in responses]
+    chunks = [("[" if i == 0 else ",\r\n").encode() + t.encode() for i, t in enumerate(texts)] + [b"]"]
+    return _Streamed(chunks, "application/json; charset=UTF-8", cut_at=cut_at)
+
+
+# --- the ASGI app -------------------------------------------------------------------------------------------------
+
+
+class _Disconnect:
+    """Watches `receive` for http.disconnect once the body has been read."""
+
+    def __init__(self, receive: Callable[[], Any]) -> None:
+        self.event = asyncio.Event()
+        self._task = asyncio.create_task(self._watch(receive))
+
+    async def _watch(self, receive: Callable[[], Any]) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.event.set()
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+class _App:
+    def __init__(self, fake: FakeProviders) -> None:
+        self.fake = fake
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = dict(parse_qsl(scope.get("query_string", b"").decode()))
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        method, path = scope["method"], scope["path"]
+        provider = self._provider(path, headers)
+        self.fake.calls.append(Call(provider, method, path, query, headers, body, raw))
+
+        disconnect = _Disconnect(receive)
+        try:
+            response = await self._handle(provider, method, path, query, headers, body, raw, disconnect)
+            if response is not None:
+                await self._send(send, response, disconnect)
+        finally:
+            disconnect.close()
+
+    @staticmethod
+    def _provider(path: str, headers: dict[str, str]) -> str:
+        if path.startswith(("/v1beta/", "/v1alpha/")) or _GEMINI_PATH.match(path):
+            return "gemini"
+        if path.startswith("/v1/messages"):
+            return "anthropic"
+        if path.startswith("/v1/models") and ("x-api-key" in headers or "anthropic-version" in headers):
+            return "anthropic"
+        return "openai"
+
+    async def _handle(
+        self,
+        provider: str,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: Any,
+        raw: bytes,
+        disconnect: _Disconnect,
+    ) -> _Full | _Streamed | None:
+        fake = self.fake
+        seq = next(fake._seq)
+
+        if provider == "openai":
+            auth = headers.get("authorization", "")
+            key = auth[7:] if auth.lower().startswith("bearer ") else ""
+            if not key:
+                return _openai_error(
+                    401,
+                    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank "
+                    "username) if you're accessing the API from your browser and are prompted for a username and "
+                    "password. You can obtain an API key from https://platform.openai.com/account/api-keys.",
+                    "invalid_request_error",
+                )
+            if not fake.key_ok("openai", key):
+                return _openai_error(
+                    401,
+                    f"Incorrect API key provided: {key[:3]}***{key[-2:]}. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    "invalid_request_error",
+                    code="invalid_api_key",
+                )
+            if (method, path) == ("GET", "/v1/models"):
+                models = [
+                    {"id": m, "object": "model", "created": 1715367049, "owned_by": "system"}
+                    for m in fake.models["openai"]
+                ]
+                return _json(200, {"object": "list", "data": models})
+            if (method, path) != ("POST", "/v1/chat/completions"):
+                return _openai_error(404, f"Invalid URL ({method} {path})", "invalid_request_error")
+            if body is None and raw:
+                body = raw  # not JSON: let validation produce the parse error
+            error = _openai_validate(body)
+            if error:
+                return error
+            turn = _openai_turn(body)
+            streaming = bool(body.get("stream"))
+        elif provider == "anthropic":
+            # The documented header is x-api-key; recent SDKs send the same key as a Bearer token instead.
+            auth = headers.get("authorization", "")
+            key = headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
+            if not key:
+                return _anthropic_error(401, "authentication_error", "x-api-key header is required")
+            if not fake.key_ok("anthropic", key):
+                return _anthropic_error(401, "authentication_error", "invalid x-api-key")
+            if "anthropic-version" not in headers:
+                return _anthropic_error(400, "invalid_request_error", "anthropic-version: header is required")
+            if (method, path) == ("GET", "/v1/models"):
+                models = [
+                    {"type": "model", "id": m, "display_name": m, "created_at": "2025-05-22T00:00:00Z"}
+                    for m in fake.models["anthropic"]
+                ]
+                page = {"data": models, "has_more": False, "first_id": models[0]["id"], "last_id": models[-1]["id"]}
+                return _json(200, page)
+            if (method, path) != ("POST", "/v1/messages"):
+                return _anthropic_error(404, "not_found_error", "Not Found")
+            error = _anthropic_validate(body)
+            if error:
+                return error
+            turn = _anthropic_turn(body)
+            streaming = bool(body.get("stream"))
+        else:
+            key = headers.get("x-goog-api-key") or query.get("key", "")
+            if not key:
+                return _gemini_error(
+                    403,
+                    "PERMISSION_DENIED",
+                    "Method doesn't allow unregistered callers (callers without established identity). Please use "
+                    "API Key or other form of API consumer identity to call this API.",
+                )
+            if not fake.key_ok("gemini", key):
+                info = {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                }
+                # Google answers a bad key with 400 INVALID_ARGUMENT, not 401.
+                return _gemini_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", [info])
+            match = _GEMINI_PATH.match(path)
+            if method == "GET" and path.rstrip("/") in ("/v1beta/models", "/v1/models"):
+                models = [
+                    {"name": f"models/{m}", "displayName": m, "supportedGenerationMethods": ["generateContent"]}
+                    for m in fake.models["gemini"]
+                ]
+                return _json(200, {"models": models}, indent=2)
+            if method != "POST" or not match:
+                return _gemini_error(404, "NOT_FOUND", f"Method not found: {method} {path}")
+            error = _gemini_validate(body)
+            if error:
+                return error
+            turn = _gemini_turn(match.group(2), body)
+            streaming = match.group(3) == "streamGenerateContent"
+
+        if turn.has("[slow]") and not await self._wait(disconnect, fake.slow_seconds):
+            if fake._stopping:
+                raise _CutStream
+            fake.requests_abandoned += 1
+            return None
+        error = _scenario_error(provider, turn)
+        if error:
+            return error
+        reply = _plan(turn)
+        if provider == "openai":
+            response = _openai_response(body, turn, reply, seq)
+        elif provider == "anthropic":
+            response = _anthropic_response(body, turn, reply, seq)
+        else:
+            response = _gemini_response(turn, reply, seq, stream=streaming, sse=query.get("alt") == "sse")
+        if isinstance(response, _Streamed):
+            if not turn.has("[cut]"):
+                response.cut_at = None
+            if turn.has("[long]"):
+                response.delay = LONG_DELAY
+        return response
+
+    async def _wait(self, disconnect: _Disconnect, seconds: float) -> bool:
+        """Sleep without blocking other requests; False as soon as the client leaves or the server stops."""
+        deadline = time.monotonic() + seconds
+        while not (disconnect.event.is_set() or self.fake._stopping):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(disconnect.event.wait(), min(remaining, 0.05))
+        return False
+
+    async def _send(self, send: Callable[[Any], Any], response: _Full | _Streamed, disconnect: _Disconnect) -> None:
+        fake = self.fake
+        if isinstance(response, _Full):
+            headers = [
+                (b"content-type", response.content_type.encode()),
+                (b"content-length", str(len(response.body)).encode()),
+                *[(k.encode(), v.encode()) for k, v in response.headers],
+            ]
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            await send({"type": "http.response.body", "body": response.body})
+            return
+        # No content-length: uvicorn uses chunked encoding, so an abrupt close is visible to the client.
+        headers = [
+            (b"content-type", response.content_type.encode()),
+            (b"cache-control", b"no-cache"),
+            *[(k.encode(), v.encode()) for k, v in response.headers],
+        ]
+        fake.streams_started += 1
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        for i, chunk in enumerate(response.chunks):
+            if i == response.cut_at:
+                fake.streams_cut += 1
+                raise _CutStream
+            if fake._stopping:
+                raise _CutStream
+            if disconnect.event.is_set():
+                fake.streams_cancelled += 1
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if response.delay:
+                await self._wait(disconnect, response.delay)
+        # Everything was sent: a client that hangs up now (e.g. right after [DONE]) still got a complete stream.
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        fake.streams_completed += 1
+
+
+# --- running it ---------------------------------------------------------------------------------------------------
+
+
+class FakeProviders:
+    """The fake server: uvicorn in a background thread with its own event loop.
+
+    Attributes: `base_url` ("http://127.0.0.1:PORT"), `openai_base_url` (base_url + "/v1"), `anthropic_base_url`,
+    `gemini_base_url`, `keys` (provider -> valid key), `calls` (every request, in order), counters
+    `streams_started`, `streams_completed`, `streams_cancelled` (client left mid-stream), `streams_cut` ([cut]),
+    `requests_abandoned` (client left during [slow]), and `slow_seconds` (the [slow] delay, default 30).
+    """
+
+    def __init__(
+        self, keys: dict[str, str | Collection[str]] | None = None, *, slow_seconds: float = SLOW_SECONDS
+    ) -> None:
+        unknown = set(keys or {}) - set(PROVIDERS)
+        if unknown:
+            raise ValueError(f"unknown providers in keys: {sorted(unknown)}")
+        self.keys: dict[str, str | Collection[str]] = {**DEFAULT_KEYS, **(keys or {})}
+        self.models: dict[str, list[str]] = {
+            "openai": ["gpt-4o-mini", "gpt-4o", "o3-mini"],
+            "anthropic": ["claude-sonnet-4-5", "claude-haiku-4-5"],
+            "gemini": ["gemini-2.5-flash", "gemini-2.5-pro"],
+        }
+        self.slow_seconds = slow_seconds
+        self.calls: list[Call] = []
+        self.port = 0
+        self._seq = itertools.count(1)
+        self._stopping = False
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget recorded calls and zero the counters (keys and slow_seconds stay)."""
+        self.calls.clear()
+        self.streams_started = 0
+        self.streams_completed = 0
+        self.streams_cancelled = 0
+        self.streams_cut = 0
+        self.requests_abandoned = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.base_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        return self.base_url
+
+    def key_ok(self, provider: str, key: str) -> bool:
+        valid = self.keys[provider]
+        return key == valid if isinstance(valid, str) else key in valid
+
+    def calls_for(self, provider: str) -> list[Call]:
+        return [c for c in self.calls if c.provider == provider]
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Poll `predicate` (e.g. ``lambda: fake.streams_cancelled == 1``): the server notices events asynchronously."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def start(self) -> FakeProviders:
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        # Bind first so the port is known and nobody can grab it between picking and serving.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        config = uvicorn.Config(
+            _App(self),
+            loop="asyncio",
+            http="h11",
+            ws="none",
+            interface="asgi3",
+            lifespan="off",
+            log_config=None,  # leave the process's logging configuration alone
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=2,
+        )
+        self._stopping = False
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name=f"fake-providers-{self.port}", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("fake provider server did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and join its thread; in-flight [slow]/[long] responses are dropped."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        assert self._server is not None
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout=5)
+        if self._sock is not None:
+            self._sock.close()
+        self._thread = self._server = self._sock = None
+
+    def __enter__(self) -> FakeProviders:
+        return self if self._thread is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_fake_providers(
+    keys: dict[str, str | Collection[str]] | None = None, *, slow_seconds: float = SLOW_SECONDS
+) -> FakeProviders:
+    """Start the fake server and return it, already accepting connections; use it as a context manager or call
+    `.stop()`. `keys` overrides the valid key per provider ("openai", "anthropic", "gemini"); a collection of
+    strings allows several keys."""
+    return FakeProviders(keys, slow_seconds=slow_seconds).start()
+
+
+@pytest.fixture(scope="session")
+def fake_providers_server() -> Iterator[FakeProviders]:
+    """One fake server for the whole session (started on first use)."""
+    with run_fake_providers() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_providers(fake_providers_server: FakeProviders) -> FakeProviders:
+    """The session's fake server, with calls and counters reset for this test."""
+    fake_providers_server.reset()
+    fake_providers_server.slow_seconds = SLOW_SECONDS
+    return fake_providers_server

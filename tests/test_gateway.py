@@ -1,0 +1,376 @@
+"""The gateway end to end: the official OpenAI and Anthropic SDKs as clients, the gateway on a real
+port, fake providers speaking each provider's wire format behind it, and a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+import uvicorn
+from conftest import free_port
+from fakes import FakeProviders, run_fake_providers
+
+from mcp_prism.config import Settings
+from mcp_prism.gateway import build_gateway
+
+KEYS = {"OPENAI_API_KEY": "sk-openai-SECRET-0001", "ANTHROPIC_API_KEY": "sk-ant-SECRET-0002",
+        "GEMINI_API_KEY": "gm-SECRET-0003"}
+TOKEN = "gw-token-SECRET-0004"
+WEATHER_TOOL_OPENAI = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER_TOOL_ANTHROPIC = {"name": "get_weather", "description": "Weather in a city",
+                          "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                                           "required": ["city"]}}
+
+
+class RunningGateway:
+    """The gateway app under uvicorn in a background thread, on its own event loop."""
+
+    def __init__(self, home: Path, fake: FakeProviders, *, token: str | None = None, timeout: float = 2.0) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            f'[providers.openai]\nbase_url = "{fake.base_url}/v1"\n'
+            f'[providers.anthropic]\nbase_url = "{fake.base_url}/v1"\n'
+            f'[providers.google]\nbase_url = "{fake.base_url}/v1beta"\n'
+            f'[task_types.ticket_classification]\ncapture_samples = true\n'
+            f"[gateway]\nupstream_timeout_seconds = {timeout}\n")
+        self.settings = Settings.from_env({}, home=home)
+        self.app = build_gateway(self.settings, token=token, env=KEYS, flush_interval=0.05)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log: list[str] = []
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,
+                                                    access_log=False, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> RunningGateway:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def event(self, event_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The usage event the gateway recorded for a response's x-prism-request-id."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with sqlite3.connect(self.settings.db_path) as db:
+                db.row_factory = sqlite3.Row
+                row = db.execute("SELECT * FROM usage_events WHERE id = ?", (event_id,)).fetchone()
+            if row is not None:
+                return dict(row)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no usage event {event_id} recorded")
+            time.sleep(0.05)
+
+    def openai(self, **kw: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
+
+    def anthropic(self, **kw: Any) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.url, api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProviders]:
+    with run_fake_providers(keys={"openai": KEYS["OPENAI_API_KEY"], "anthropic": KEYS["ANTHROPIC_API_KEY"],
+                                  "gemini": KEYS["GEMINI_API_KEY"]}) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def gw(fake: FakeProviders, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    with RunningGateway(tmp_path_factory.mktemp("gw"), fake) as g:
+        yield g
+
+
+def _rid(headers: Any) -> str:
+    return headers["x-prism-request-id"]
+
+
+# ---------------------------------------------------------------- OpenAI clients
+def test_openai_sdk_passthrough_records_usage_and_says_which_model(gw: RunningGateway, fake: FakeProviders) -> None:
+    raw = gw.openai().chat.completions.with_raw_response.create(
+        model="gpt-5-nano", messages=[{"role": "user", "content": "hello there"}])
+    resp = raw.parse()
+    assert resp.choices[0].message.content == "echo: hello there"
+    assert resp.model.startswith("gpt-5-nano")
+    assert raw.headers["x-prism-model"] == "gpt-5-nano"
+    sent = fake.calls[-1]
+    assert sent["path"] == "/v1/chat/completions" and sent["body"]["model"] == "gpt-5-nano"
+    ev = gw.event(_rid(raw.headers))
+    assert (ev["model"], ev["provider"], ev["status"], ev["source"]) == ("gpt-5-nano", "openai", "ok", "gateway")
+    assert ev["input_tokens"] == resp.usage.prompt_tokens and ev["output_tokens"] == resp.usage.completion_tokens
+    assert ev["cost_usd"] is not None and ev["latency_ms"] > 0
+
+
+def test_openai_sdk_stream_passthrough_hides_usage_chunk_it_did_not_ask_for(gw: RunningGateway) -> None:
+    with gw.openai().chat.completions.with_streaming_response.create(
+            model="gpt-5-nano", messages=[{"role": "user", "content": "stream me please"}], stream=True) as raw:
+        chunks = list(raw.parse())
+        rid = _rid(raw.headers)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: stream me please"
+    assert all(c.choices for c in chunks), "a usage-only chunk reached a client that did not ask for usage"
+    ev = gw.event(rid)
+    assert ev["status"] == "ok" and ev["output_tokens"] > 0 and ev["ttft_ms"] is not None
+    assert ev["ttft_ms"] <= ev["latency_ms"]
+
+
+def test_openai_sdk_stream_with_usage_gets_cached_and_reasoning_tokens(gw: RunningGateway) -> None:
+    stream = gw.openai().chat.completions.create(
+        model="gpt-5-nano", messages=[{"role": "user", "content": "[cached] [reasoning] think"}], stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(stream)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens_details.cached_tokens > 0
+    assert usage.completion_tokens_details.reasoning_tokens > 0
+
+
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "gemini-2.5-flash"])
+def test_openai_sdk_routed_to_another_format_looks_native(gw: RunningGateway, fake: FakeProviders,
+                                                          model: str) -> None:
+    raw = gw.openai().chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "system", "content": "Be brief."},
+                               {"role": "user", "content": "[cached] hello across formats"}])
+    resp = raw.parse()
+    assert resp.object == "chat.completion" and resp.model == model
+    assert resp.choices[0].message.content == "echo: [cached] hello across formats"
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.usage.prompt_tokens_details.cached_tokens > 0
+    sent = fake.calls[-1]
+    if model.startswith("claude"):
+        assert sent["path"] == "/v1/messages" and sent["body"]["system"]
+    else:
+        assert sent["path"].endswith(f"/models/{model}:generateContent")
+    ev = gw.event(_rid(raw.headers))
+    assert ev["model"] == model and ev["cached_input_tokens"] == resp.usage.prompt_tokens_details.cached_tokens
+    assert ev["input_tokens"] == resp.usage.prompt_tokens
+
+
+@pytest.mark.parametrize("model", ["gpt-5-nano", "claude-haiku-4-5", "gemini-2.5-flash"])
+def test_openai_sdk_tool_call_round_trip(gw: RunningGateway, model: str) -> None:
+    client = gw.openai()
+    messages: list[Any] = [{"role": "user", "content": "[tool] weather in Paris?"}]
+    first = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL_OPENAI])
+    call = first.choices[0].message.tool_calls[0]
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments)["city"] == "Paris"
+    messages += [first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"}]
+    second = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL_OPENAI])
+    assert second.choices[0].message.content == "tool said: sunny, 21C"
+
+
+@pytest.mark.parametrize("model", ["gpt-5-nano", "claude-haiku-4-5", "gemini-2.5-flash"])
+def test_openai_sdk_streamed_tool_call_arguments_arrive_whole(gw: RunningGateway, model: str) -> None:
+    stream = gw.openai().chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "[tool] weather?"}], tools=[WEATHER_TOOL_OPENAI],
+        stream=True)
+    args, names, finish = "", [], None
+    for chunk in stream:
+        for c in chunk.choices:
+            for tc in c.delta.tool_calls or []:
+                if tc.function and tc.function.name:
+                    names.append(tc.function.name)
+                if tc.function and tc.function.arguments:
+                    args += tc.function.arguments
+            finish = c.finish_reason or finish
+    assert names == ["get_weather"] and json.loads(args) == {"city": "Paris"} and finish == "tool_calls"
+
+
+# ---------------------------------------------------------------- Anthropic clients
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "gpt-5-nano", "gemini-2.5-flash"])
+def test_anthropic_sdk_messages_any_provider(gw: RunningGateway, model: str) -> None:
+    raw = gw.anthropic().messages.with_raw_response.create(
+        model=model, max_tokens=100, system="Be brief.", messages=[{"role": "user", "content": "[cached] hi claude"}])
+    msg = raw.parse()
+    assert msg.type == "message" and msg.model.startswith(model.split("-")[0])
+    assert msg.content[0].text == "echo: [cached] hi claude" and msg.stop_reason == "end_turn"
+    assert (msg.usage.cache_read_input_tokens or 0) > 0
+    ev = gw.event(_rid(raw.headers))
+    assert ev["model"] == model
+    assert ev["input_tokens"] == (msg.usage.input_tokens + (msg.usage.cache_read_input_tokens or 0)
+                                  + (msg.usage.cache_creation_input_tokens or 0))
+    assert ev["output_tokens"] == msg.usage.output_tokens
+
+
+@pytest.mark.parametrize("model", ["claude-haiku-4-5", "gpt-5-nano", "gemini-2.5-flash"])
+def test_anthropic_sdk_stream_and_tools_any_provider(gw: RunningGateway, model: str) -> None:
+    client = gw.anthropic()
+    with client.messages.stream(model=model, max_tokens=100,
+                                messages=[{"role": "user", "content": "stream to anthropic client"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "echo: stream to anthropic client" and final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0
+    with client.messages.stream(model=model, max_tokens=100, tools=[WEATHER_TOOL_ANTHROPIC],
+                                messages=[{"role": "user", "content": "[tool] weather?"}]) as s:
+        final = s.get_final_message()
+    use = next(b for b in final.content if b.type == "tool_use")
+    assert final.stop_reason == "tool_use" and use.name == "get_weather" and use.input == {"city": "Paris"}
+    follow = client.messages.create(model=model, max_tokens=100, tools=[WEATHER_TOOL_ANTHROPIC], messages=[
+        {"role": "user", "content": "[tool] weather?"},
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in final.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "rainy"}]}])
+    assert follow.content[0].text == "tool said: rainy"
+
+
+# ---------------------------------------------------------------- routing
+def test_auto_and_task_aliases_route_by_rule(gw: RunningGateway) -> None:
+    client = gw.openai()
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "Classify this support ticket into billing, bug or "
+                                 "feature request: 'I was charged twice this month'"}])
+    assert raw.headers["x-prism-task"] == "ticket_classification"
+    assert raw.headers["x-prism-rule"].startswith("ticket_classification@v")
+    ev = gw.event(_rid(raw.headers))
+    assert ev["task_type"] == "ticket_classification" and ev["rule_id"] == "ticket_classification"
+    assert ev["model"] == raw.headers["x-prism-model"] == raw.parse().model
+    # the task type opted into sample capture in the config: prompt and answer are kept for experiments
+    with sqlite3.connect(gw.settings.db_path) as db:
+        sample = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+    assert sample >= 1
+    raw = client.chat.completions.with_raw_response.create(
+        model="prism/code_review", messages=[{"role": "user", "content": "anything"}])
+    assert raw.headers["x-prism-task"] == "code_review"
+    raw = client.chat.completions.with_raw_response.create(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "anything"}],
+        extra_headers={"X-Prism-Task": "architecture_design"})
+    assert raw.headers["x-prism-task"] == "architecture_design"
+    assert gw.event(_rid(raw.headers))["rule_id"] == "architecture_design"
+
+
+def test_models_endpoint_lists_models_aliases_and_task_aliases(gw: RunningGateway) -> None:
+    ids = {m.id for m in gw.openai().models.list()}
+    assert {"gpt-5-nano", "claude-haiku-4-5", "fast", "auto", "prism/code_review"} <= ids
+    anthropic_ids = {m.id for m in gw.anthropic().models.list()}
+    assert anthropic_ids == ids
+
+
+# ---------------------------------------------------------------- errors
+def test_unknown_model_and_bad_bodies_get_clear_errors_in_the_clients_format(gw: RunningGateway) -> None:
+    with pytest.raises(openai.NotFoundError) as e:
+        gw.openai().chat.completions.create(model="gpt-99", messages=[{"role": "user", "content": "x"}])
+    assert "gpt-99" in str(e.value)
+    with pytest.raises(anthropic.NotFoundError):
+        gw.anthropic().messages.create(model="gpt-99", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as e:
+        gw.openai().chat.completions.create(model="prism/no_such_task", messages=[{"role": "user", "content": "x"}])
+    assert "no_such_task" in str(e.value)
+    r = httpx.post(f"{gw.url}/v1/chat/completions", content=b"{not json")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = httpx.post(f"{gw.url}/v1/messages", json={"model": "claude-haiku-4-5"})
+    assert r.status_code == 400 and r.json()["type"] == "error" and "messages" in r.json()["error"]["message"]
+    r = httpx.get(f"{gw.url}/v1/nothing")
+    assert r.status_code == 404
+
+
+def test_rate_limit_passes_status_retry_after_and_is_recorded(gw: RunningGateway) -> None:
+    with pytest.raises(openai.RateLimitError) as e:
+        gw.openai().chat.completions.create(model="claude-haiku-4-5",
+                                            messages=[{"role": "user", "content": "[429]"}])
+    assert e.value.status_code == 429 and e.value.response.headers["retry-after"] == "7"
+    assert gw.event(_rid(e.value.response.headers))["status"] == "rate_limited"
+    with pytest.raises(anthropic.RateLimitError) as ea:
+        gw.anthropic().messages.create(model="gpt-5-nano", max_tokens=5,
+                                       messages=[{"role": "user", "content": "[429]"}])
+    assert ea.value.response.headers["retry-after"] == "7"
+
+
+def test_provider_500_malformed_and_timeout(gw: RunningGateway) -> None:
+    with pytest.raises(openai.InternalServerError) as e:
+        gw.openai().chat.completions.create(model="gpt-5-nano", messages=[{"role": "user", "content": "[500]"}])
+    assert gw.event(_rid(e.value.response.headers))["status"] == "provider_error"
+    with pytest.raises(anthropic.APIStatusError) as ea:
+        gw.anthropic().messages.create(model="claude-haiku-4-5", max_tokens=5,
+                                       messages=[{"role": "user", "content": "[malformed]"}])
+    assert ea.value.status_code == 502 and "not valid" in str(ea.value)
+    t = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as e:
+        gw.openai().chat.completions.create(model="gpt-5-nano", messages=[{"role": "user", "content": "[slow]"}])
+    assert e.value.status_code == 504 and time.monotonic() - t < 10
+    assert gw.event(_rid(e.value.response.headers))["status"] == "timeout"
+
+
+@pytest.mark.parametrize("model", ["gpt-5-nano", "claude-haiku-4-5"])
+def test_stream_cut_by_provider_ends_with_an_error_and_partial_usage(gw: RunningGateway, model: str) -> None:
+    with gw.openai().chat.completions.with_streaming_response.create(
+            model=model, messages=[{"role": "user", "content": "[cut] go"}], stream=True) as raw:
+        rid = _rid(raw.headers)
+        with pytest.raises(openai.APIError):
+            list(raw.parse())
+    ev = gw.event(rid)
+    assert ev["status"] == "provider_error"
+
+
+@pytest.mark.parametrize("model", ["gpt-5-nano", "claude-haiku-4-5"])
+def test_client_disconnect_cancels_upstream_and_records_partial_usage(gw: RunningGateway, fake: FakeProviders,
+                                                                      model: str) -> None:
+    before = fake.streams_cancelled
+    with httpx.stream("POST", f"{gw.url}/v1/messages", json={
+            "model": model, "max_tokens": 500, "stream": True,
+            "messages": [{"role": "user", "content": "[long] tell me a long story"}]},
+            headers={"anthropic-version": "2023-06-01"}) as r:
+        rid = r.headers["x-prism-request-id"]
+        for i, _ in enumerate(r.iter_raw()):
+            if i >= 3:
+                break
+    ev = gw.event(rid)
+    assert ev["status"] == "cancelled"
+    deadline = time.monotonic() + 5
+    while fake.streams_cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.streams_cancelled > before, "the upstream stream went on after the client left"
+
+
+# ---------------------------------------------------------------- auth, metrics, secrets
+def test_token_required_and_keys_never_leak(fake: FakeProviders, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    with RunningGateway(tmp_path / "home", fake, token=TOKEN) as g:
+        with pytest.raises(openai.AuthenticationError):
+            g.openai().chat.completions.create(model="gpt-5-nano", messages=[{"role": "user", "content": "x"}])
+        with pytest.raises(anthropic.AuthenticationError):
+            g.anthropic(api_key="wrong").messages.create(model="gpt-5-nano", max_tokens=5,
+                                                         messages=[{"role": "user", "content": "x"}])
+        ok = g.openai(api_key=TOKEN).chat.completions.with_raw_response.create(
+            model="claude-haiku-4-5", messages=[{"role": "user", "content": "hello"}])
+        with pytest.raises(openai.InternalServerError) as e:
+            g.openai(api_key=TOKEN).chat.completions.create(
+                model="claude-haiku-4-5", messages=[{"role": "user", "content": "[500]"}])
+    assert ok.status_code == 200
+    # the provider's key went upstream, but nowhere else
+    assert any(c["headers"].get("x-api-key") == KEYS["ANTHROPIC_API_KEY"] for c in fake.calls)
+    secrets = [*KEYS.values(), TOKEN]
+    db_bytes = b"".join(p.read_bytes() for p in (tmp_path / "home").glob("prism.db*"))
+    for s in secrets:
+        assert s.encode() not in db_bytes
+        assert s not in caplog.text
+        assert s not in ok.text and s not in e.value.response.text
+
+
+def test_metrics_endpoint_exposes_genai_and_cost_series(gw: RunningGateway) -> None:
+    gw.openai().chat.completions.create(model="gpt-5-nano", messages=[{"role": "user", "content": "count me"}])
+    time.sleep(0.3)  # the recorder observes metrics when it flushes
+    text = httpx.get(f"{gw.url}/metrics").text
+    for name in ("gen_ai_client_operation_duration_seconds_bucket", "gen_ai_client_token_usage_bucket",
+                 "prism_gateway_requests_total", "prism_gateway_cost_usd_total", "prism_gateway_tokens_total",
+                 "prism_gateway_overhead_seconds_bucket", "gen_ai_server_time_to_first_token_seconds_bucket"):
+        assert name in text, name
+    assert 'gen_ai_response_model="gpt-5-nano"' in text
+    assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
