@@ -4,7 +4,11 @@ port, fake providers speaking each provider's wire format behind it, and a real 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +20,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from conftest import free_port
+from conftest import free_port, wait_for_port
 from fakes import FakeProviders, run_fake_providers
 
 from mcp_prism.config import Settings
@@ -374,3 +378,43 @@ def test_metrics_endpoint_exposes_genai_and_cost_series(gw: RunningGateway) -> N
         assert name in text, name
     assert 'gen_ai_response_model="gpt-5-nano"' in text
     assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
+
+
+# ---------------------------------------------------------------- the real command, stopped gracefully
+def test_graceful_stop_writes_every_request(fake: FakeProviders, tmp_path: Path) -> None:
+    """`mcp-prism gateway` as its own process: requests answered just before SIGTERM (still in the
+    recorder's queue) and a stream in flight when it arrives all end up in the store."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(f'[providers.openai]\nbase_url = "{fake.base_url}/v1"\n'
+                                      f'[providers.anthropic]\nbase_url = "{fake.base_url}/v1"\n')
+    port = free_port()
+    log = tmp_path / "gateway.log"
+    env = {**os.environ, **KEYS, "PRISM_HOME": str(home)}
+    env.pop("PRISM_CONFIG", None)
+    env.pop("PRISM_DB", None)
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mcp_prism", "gateway", "--port", str(port)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(proc, port, log)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        for i in range(25):
+            client.chat.completions.create(model="gpt-5-nano", messages=[{"role": "user", "content": f"n{i}"}])
+        with client.chat.completions.with_streaming_response.create(
+                model="claude-haiku-4-5", messages=[{"role": "user", "content": "[long] story"}], stream=True) as raw:
+            chunks = raw.iter_lines()
+            next(chunks)
+            proc.send_signal(signal.SIGTERM)  # mid-stream: the stream still finishes, then the queue drains
+            rest = list(chunks)
+        assert any("[DONE]" in line for line in rest)
+        # uvicorn re-raises the signal once it has shut down cleanly, so "killed by SIGTERM" is the clean exit
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with sqlite3.connect(home / "prism.db") as db:
+        rows = db.execute("SELECT status, COUNT(*) FROM usage_events GROUP BY status").fetchall()
+    assert dict(rows) == {"ok": 26}, log.read_text()
+    for secret in KEYS.values():
+        assert secret not in log.read_text()
