@@ -245,11 +245,13 @@ class PrismService:
         )
 
     async def route_request(self, requested: str, text: str, *, task_hint: str | None = None,
-                            context_tokens: int = 0) -> RouteDecision:
+                            context_tokens: int = 0, classify_named: bool = True) -> RouteDecision:
         """The gateway's routing: `requested` is what the client put in `model` — a concrete model or
         alias (served as asked), `auto` (classify `text`), or `prism/<task_type>`; `task_hint` (the
         X-Prism-Task header) names the task when the model field cannot. Lean on purpose: it runs on
-        every proxied request, so nothing here estimates alternatives' costs."""
+        every proxied request, so nothing here estimates alternatives' costs. With `classify_named`
+        false, a request for a named model comes back with task_type "" (the caller classifies it
+        later, off the request path, since only the record needs it)."""
         requested = requested.strip()
         # The header wins over the model field: Claude Code always sends its own model name, so a
         # slash command can only name its task through the header.
@@ -260,8 +262,8 @@ class PrismService:
             task = None
         elif task is None and requested != AUTO:
             model = self.catalog.resolve(requested)
-            return RouteDecision(model, self.classifier.classify(text).task_type, None, None,
-                                 f"client asked for {requested}")
+            task_type = self.classifier.classify(text).task_type if classify_named else ""
+            return RouteDecision(model, task_type, None, None, f"client asked for {requested}")
         if task is not None:
             self._task(task)
             reason = f"task {task} named by the client"

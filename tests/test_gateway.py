@@ -121,6 +121,19 @@ def test_openai_sdk_passthrough_records_usage_and_says_which_model(gw: RunningGa
     assert (ev["model"], ev["provider"], ev["status"], ev["source"]) == ("gpt-5-nano", "openai", "ok", "gateway")
     assert ev["input_tokens"] == resp.usage.prompt_tokens and ev["output_tokens"] == resp.usage.completion_tokens
     assert ev["cost_usd"] is not None and ev["latency_ms"] > 0
+    assert ev["task_type"] == "general" and ev["rule_id"] is None  # served as asked; classified for the record
+
+
+def test_named_model_request_is_classified_for_the_record_off_the_request_path(gw: RunningGateway) -> None:
+    raw = gw.openai().chat.completions.with_raw_response.create(model="gpt-5-nano", messages=[
+        {"role": "user", "content": "Classify this support ticket into billing, bug or feature request: "
+                                    "'the export button crashes the app'"}])
+    assert "x-prism-task" not in raw.headers  # not known when the answer goes out
+    ev = gw.event(_rid(raw.headers))
+    assert ev["task_type"] == "ticket_classification" and ev["model"] == "gpt-5-nano"
+    with sqlite3.connect(gw.settings.db_path) as db:  # this type opted into capture in the test config
+        n = db.execute("SELECT COUNT(*) FROM samples WHERE event_id = ?", (ev["id"],)).fetchone()[0]
+    assert n == 1
 
 
 def test_openai_sdk_stream_passthrough_hides_usage_chunk_it_did_not_ask_for(gw: RunningGateway) -> None:

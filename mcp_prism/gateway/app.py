@@ -84,6 +84,7 @@ class _Request:
     ts: Any = None
     decision: RouteDecision | None = None
     prompt: str | None = None
+    text: str = ""
     upstream_s: float = 0.0
     ttft_ms: float | None = None
     response_text: list[str] | None = None
@@ -108,6 +109,7 @@ class Gateway:
         self.service: PrismService | None = None
         self.providers: ProviderClient | None = None
         self.recorder: Recorder | None = None
+        self._capture_any = False
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): self._openai_chat,
             ("POST", "/chat/completions"): self._openai_chat,
@@ -127,7 +129,9 @@ class Gateway:
             log.info("no API key in the environment for: %s (requests routed there get an error naming the "
                      "variable to set)", ", ".join(missing))
         self.recorder = Recorder(self.service.store, self.service.catalog, self.metrics,
-                                 flush_interval=self._flush_interval)
+                                 flush_interval=self._flush_interval, classifier=self.service.classifier,
+                                 task_types=self.service.task_types)
+        self._capture_any = any(t.capture_samples for t in self.service.task_types.values())
         self.recorder.start()
 
     async def shutdown(self) -> None:
@@ -253,7 +257,7 @@ class Gateway:
         text = last_user_text(data["messages"])
         try:
             d = await self.service.route_request(data["model"], text, task_hint=r.header(b"x-prism-task"),
-                                                 context_tokens=len(body) // 4)
+                                                 context_tokens=len(body) // 4, classify_named=False)
         except UnknownName as e:
             await self._error(send, r, WireError(404 if e.kind == "model" else 400, "not_found"
                                                  if e.kind == "model" else "invalid_request", str(e)))
@@ -262,7 +266,8 @@ class Gateway:
             await self._error(send, r, WireError(400, "invalid_request", str(e)))
             return
         r.decision = d
-        if self.service.task_types[d.task_type].capture_samples:
+        r.text = text
+        if self._capture_any if not d.task_type else self.service.task_types[d.task_type].capture_samples:
             r.prompt, r.response_text = text, []
         provider = self.service.catalog.providers[d.model.provider]
         pfmt = FORMATS[provider.format]
@@ -441,8 +446,9 @@ class Gateway:
     def _prism_headers(self, r: _Request) -> list[tuple[bytes, bytes]]:
         d = r.decision
         assert d is not None
-        out = [(b"x-prism-model", d.model.name.encode()), (b"x-prism-task", d.task_type.encode()),
-               (b"x-prism-request-id", r.id.encode())]
+        out = [(b"x-prism-model", d.model.name.encode()), (b"x-prism-request-id", r.id.encode())]
+        if d.task_type:  # known now when routing used it; a named model's request is classified later
+            out.append((b"x-prism-task", d.task_type.encode()))
         if d.rule_id is not None:
             out.append((b"x-prism-rule", f"{d.rule_id}@v{d.rule_version}".encode()))
         return out
@@ -469,7 +475,7 @@ class Gateway:
             route="passthrough" if FORMATS[self.service.catalog.providers[d.model.provider].format] is r.fmt  # type: ignore[union-attr]
             else "translated", ttft_ms=ttft, error_type=error_type, rule_id=d.rule_id, rule_version=d.rule_version,
             user=r.header(b"x-prism-user"), team=r.header(b"x-prism-team"), project=r.header(b"x-prism-project"),
-            prompt=r.prompt,
+            prompt=r.prompt, text=r.text if not d.task_type else None,
             response="".join(r.response_text) if r.response_text is not None else None,
         ))
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from mcp_prism.core.catalog import Catalog
+from mcp_prism.core.classify import Classifier
 from mcp_prism.core.pricing import TokenUsage
+from mcp_prism.core.tasks import GENERAL, TaskTypeSpec
 from mcp_prism.core.usage import UsageEvent
-from mcp_prism.gateway.metrics import Metrics
+from mcp_prism.gateway.metrics import TOKEN_TYPES, Metrics
 from mcp_prism.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -46,11 +50,29 @@ class Outcome:
     project: str | None = None
     prompt: str | None = None
     response: str | None = None
+    text: str | None = None  # set when task_type is "" : classify this (the last user message) first
+
+
+@dataclass(slots=True)
+class _Series:
+    """The metric children one label combination updates."""
+
+    requests: Any
+    duration: Any
+    overhead: Any
+    ttft: Any
+    usage_in: Any
+    usage_out: Any
+    tokens: tuple[Any, ...]  # in TOKEN_TYPES order
+    cost: Any
+    errors: Any
 
 
 class Recorder:
     def __init__(self, store: Store, catalog: Catalog, metrics: Metrics, *, flush_interval: float = 0.2,
-                 batch_size: int = 500, max_pending: int = 200_000) -> None:
+                 batch_size: int = 500, max_pending: int = 200_000, classifier: Classifier | None = None,
+                 task_types: Mapping[str, TaskTypeSpec] | None = None) -> None:
+        self.classifier, self.task_types = classifier, task_types or {}
         self.store, self.catalog, self.metrics = store, catalog, metrics
         self.flush_interval, self.batch_size, self.max_pending = flush_interval, batch_size, max_pending
         self._pending: list[Outcome] = []
@@ -58,6 +80,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.written = 0
+        self._children: dict[tuple[str, ...], _Series] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="prism-recorder")
@@ -91,7 +114,7 @@ class Recorder:
             for o, ev in zip(batch, events, strict=True):
                 self._observe(o, ev)
             written += len(batch)
-        self.written += written
+            self.written += len(batch)  # per batch: an early return on a later failure must not forget these
         self.metrics.queue.set(0)
         return written
 
@@ -103,6 +126,11 @@ class Recorder:
             log.error("gave up %d usage events: the store has refused writes for too long", over)
 
     def _event(self, o: Outcome) -> UsageEvent:
+        if not o.task_type:  # a request for a named model: its task type is needed only for the record
+            o.task_type = self.classifier.classify(o.text or "").task_type if self.classifier else GENERAL
+            spec = self.task_types.get(o.task_type)
+            if spec is None or not spec.capture_samples:
+                o.prompt = o.response = None
         cost = self.catalog.cost(o.model, o.tokens, o.ts) if o.model in self.catalog.models else None
         return UsageEvent(
             task_type=o.task_type, model=o.model, provider=o.provider, tokens=o.tokens,
@@ -112,26 +140,43 @@ class Recorder:
             rule_version=o.rule_version, id=o.id, prompt=o.prompt, response=o.response,
         )
 
+    def _series(self, o: Outcome) -> _Series:
+        key = (o.provider, o.model, o.task_type, o.team or "", o.status, o.error_type or "", o.route)
+        found = self._children.get(key)
+        if found is None:  # label lookups cost microseconds each: bind a combination's children once
+            m, labels = self.metrics, key[:4]
+            found = self._children[key] = _Series(
+                requests=m.requests.labels(*labels, o.status),
+                duration=m.duration.labels("chat", *labels, o.error_type or ""),
+                overhead=m.overhead.labels(o.route),
+                ttft=m.ttft.labels(*labels),
+                usage_in=m.token_usage.labels("input", *labels),
+                usage_out=m.token_usage.labels("output", *labels),
+                tokens=tuple(m.tokens.labels(kind, *labels) for kind in TOKEN_TYPES),
+                cost=m.cost.labels(*labels),
+                errors=m.errors.labels(o.error_type, *labels) if o.error_type else None,
+            )
+        return found
+
     def _observe(self, o: Outcome, ev: UsageEvent) -> None:
-        m = self.metrics
-        labels = (o.provider, o.model, o.task_type, o.team or "")
-        m.requests.labels(*labels, o.status).inc()
-        m.duration.labels("chat", *labels, o.error_type or "").observe(o.latency_ms / 1000)
-        m.overhead.labels(o.route).observe(max(o.latency_ms - o.upstream_ms, 0.0) / 1000)
+        s = self._series(o)
+        s.requests.inc()
+        s.duration.observe(o.latency_ms / 1000)
+        s.overhead.observe(max(o.latency_ms - o.upstream_ms, 0.0) / 1000)
         if o.ttft_ms is not None:
-            m.ttft.labels(*labels).observe(o.ttft_ms / 1000)
+            s.ttft.observe(o.ttft_ms / 1000)
         t = o.tokens
         if t.input_tokens or t.output_tokens:
-            m.token_usage.labels("input", *labels).observe(t.input_tokens)
-            m.token_usage.labels("output", *labels).observe(t.output_tokens)
-        for kind, n in (("input", t.input_tokens), ("output", t.output_tokens), ("cached_input", t.cached_input_tokens),
-                        ("cache_write", t.cache_write_tokens), ("reasoning", t.reasoning_tokens)):
+            s.usage_in.observe(t.input_tokens)
+            s.usage_out.observe(t.output_tokens)
+        for child, n in zip(s.tokens, (t.input_tokens, t.output_tokens, t.cached_input_tokens, t.cache_write_tokens,
+                                       t.reasoning_tokens), strict=True):
             if n:
-                m.tokens.labels(kind, *labels).inc(n)
+                child.inc(n)
         if ev.cost_usd:
-            m.cost.labels(*labels).inc(float(ev.cost_usd))
-        if o.error_type:
-            m.errors.labels(o.error_type, *labels).inc()
+            s.cost.inc(float(ev.cost_usd))
+        if s.errors is not None:
+            s.errors.inc()
 
     async def close(self) -> None:
         """Stop the background task and write what is left (graceful shutdown)."""

@@ -172,6 +172,7 @@ class FastHTTP1Transport(httpx.AsyncBaseTransport):
             conn = idle.pop()
             if not conn.lost:
                 return conn
+            self._open.discard(conn)  # closed by the server while idle: forget it, or `_open` grows forever
         scheme, host, port = key
         loop = asyncio.get_running_loop()
         ctx: ssl.SSLContext | None = None
