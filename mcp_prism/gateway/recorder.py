@@ -64,8 +64,9 @@ class _Series:
     usage_in: Any
     usage_out: Any
     tokens: tuple[Any, ...]  # in TOKEN_TYPES order
-    cost: Any
+    labels: tuple[str, ...]
     errors: Any
+    cost: Any = None  # made on the first priced request: an unpriced model must not show a $0 series
 
 
 class Recorder:
@@ -153,7 +154,7 @@ class Recorder:
                 usage_in=m.token_usage.labels("input", *labels),
                 usage_out=m.token_usage.labels("output", *labels),
                 tokens=tuple(m.tokens.labels(kind, *labels) for kind in TOKEN_TYPES),
-                cost=m.cost.labels(*labels),
+                labels=labels,
                 errors=m.errors.labels(o.error_type, *labels) if o.error_type else None,
             )
         return found
@@ -174,6 +175,8 @@ class Recorder:
             if n:
                 child.inc(n)
         if ev.cost_usd:
+            if s.cost is None:
+                s.cost = self.metrics.cost.labels(*s.labels)
             s.cost.inc(float(ev.cost_usd))
         if s.errors is not None:
             s.errors.inc()
