@@ -274,7 +274,7 @@ class PrismService:
         profile, _ = await self._profile(task)
         cx = assess_complexity(text, context_tokens)
         choice = choose_model(active.rule, self.catalog, boost=cx.boost, context_tokens=context_tokens,
-                              profile=profile)
+                              profile=profile, alternatives=False)
         return RouteDecision(choice.model, task, task, active.version, f"{reason}; {choice.reasons[-1]}")
 
     # ---------------------------------------------------------------- compare_models

@@ -53,8 +53,9 @@ def _fits(model: ModelSpec, needed: int, rule: RoutingRule) -> bool:
 
 
 def choose_model(rule: RoutingRule, catalog: Catalog, *, boost: int = 0, context_tokens: int = 0,
-                 profile: TokenUsage = FALLBACK_PROFILE) -> Choice:
-    """Apply `rule` to a request with complexity `boost` (0-2) and `context_tokens` of prompt."""
+                 profile: TokenUsage = FALLBACK_PROFILE, alternatives: bool = True) -> Choice:
+    """Apply `rule` to a request with complexity `boost` (0-2) and `context_tokens` of prompt.
+    `alternatives=False` skips pricing the other candidates (the gateway needs only the choice)."""
     chosen = catalog.resolve(rule.primary)
     reasons = [f"rule {rule.task_type} picks {chosen.name} ({chosen.tier.label} tier)"]
     for min_boost, model in rule.complexity_upgrades:
@@ -87,17 +88,19 @@ def choose_model(rule: RoutingRule, catalog: Catalog, *, boost: int = 0, context
         )
         chosen = fitting[0]
 
-    alternatives: list[ModelSpec] = []
+    if not alternatives:
+        return Choice(chosen, tuple(reasons), ())
+    others: list[ModelSpec] = []
     for name in rule.models():
         spec = catalog.resolve(name)
-        if spec.name != chosen.name and spec not in alternatives and (not needed or _fits(spec, needed, rule)):
-            alternatives.append(spec)
+        if spec.name != chosen.name and spec not in others and (not needed or _fits(spec, needed, rule)):
+            others.append(spec)
     for tier in Tier:
         pool = [m for m in catalog.in_tier(tier)
-                if m.name != chosen.name and m not in alternatives and (not needed or _fits(m, needed, rule))]
+                if m.name != chosen.name and m not in others and (not needed or _fits(m, needed, rule))]
         if pool:
-            alternatives.append(min(pool, key=lambda m: (_cost_or_max(catalog, m, profile), m.name)))
-    return Choice(chosen, tuple(reasons), tuple(alternatives[:6]))
+            others.append(min(pool, key=lambda m: (_cost_or_max(catalog, m, profile), m.name)))
+    return Choice(chosen, tuple(reasons), tuple(others[:6]))
 
 
 _MAX = Decimal("1e9")
