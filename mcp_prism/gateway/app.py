@@ -493,6 +493,12 @@ class _PumpState:
 
 
 
+def _may_carry_usage(data: str) -> bool:
+    """Cheap test before parsing an OpenAI chunk: with include_usage every chunk says `"usage":null`
+    but the last (compact JSON from OpenAI, `"usage": null` from some compatible servers)."""
+    return '"usage"' in data and '"usage":null' not in data and '"usage": null' not in data
+
+
 class _PassthroughUsage:
     """Usage (and, when capturing, text) from a stream passed through untouched: parses only the events
     that carry usage, so the pass-through path stays cheap."""
@@ -515,7 +521,7 @@ class _PassthroughUsage:
                     self._anthropic.update({k: v for k, v in u.items() if isinstance(v, int)})
                     self.usage = anthropic_format.usage_of({"usage": self._anthropic})
             return False
-        if '"usage"' not in data:
+        if not _may_carry_usage(data):
             return False
         try:
             obj = json.loads(data)
@@ -528,7 +534,7 @@ class _PassthroughUsage:
 
     @staticmethod
     def is_usage_only(data: str) -> bool:
-        if '"usage"' not in data:
+        if not _may_carry_usage(data):
             return False
         try:
             obj = json.loads(data)

@@ -122,10 +122,14 @@ class _Connection(asyncio.Protocol):
 
     async def body(self, request: httpx.Request, timeout: float | None) -> AsyncIterator[bytes]:
         while True:
-            while self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered < _MAX_BUFFER // 2 and self.transport is not None:
+            if self._chunks:
+                # Everything that arrived since the last read goes out as one piece: a provider's
+                # stream often lands many small chunks in one socket read, and each piece handed on
+                # costs a pass through the gateway's relay.
+                chunk = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
+                self._buffered = 0
+                if self._paused and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
                 yield chunk
