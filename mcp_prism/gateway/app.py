@@ -304,7 +304,7 @@ class Gateway:
             return
         try:
             if resp.status_code >= 400:
-                raw = await resp.aread()
+                raw = await _read_all(resp)
                 r.upstream_s = time.perf_counter() - t_up
                 err = pfmt.parse_error(resp.status_code, raw, resp.headers)
                 err.status = resp.status_code  # the client sees the provider's own status code
@@ -313,11 +313,14 @@ class Gateway:
                 await self._stream(scope, receive, send, r, resp, pfmt, t_up, client_usage)
             else:
                 await self._complete(send, r, resp, pfmt, t_up)
+        except WireError as e:  # the provider's answer broke off or stalled before its end
+            r.upstream_s = time.perf_counter() - t_up
+            await self._error(send, r, e, record=True)
         finally:
             await resp.aclose()
 
     async def _complete(self, send: Send, r: _Request, resp: httpx.Response, pfmt: ModuleType, t_up: float) -> None:
-        raw = await resp.aread()
+        raw = await _read_all(resp)
         r.upstream_s = time.perf_counter() - t_up
         assert r.decision is not None
         try:
@@ -432,6 +435,9 @@ class Gateway:
         except WireError as e:  # an error event inside the provider's stream
             r.upstream_s = time.perf_counter() - t_up
             return state.usage(), _status_of(e), e
+        except httpx.TimeoutException:
+            r.upstream_s = time.perf_counter() - t_up
+            return state.usage(), "timeout", WireError(504, "timeout", "the provider's stream stalled (timed out)")
         except httpx.HTTPError:
             r.upstream_s = time.perf_counter() - t_up
             return state.usage(), "provider_error", WireError(502, "provider_error",
@@ -563,6 +569,15 @@ class _PassthroughUsage:
 
 def _answer_text(resp: ChatResponse) -> str:
     return "".join(p.text for p in resp.content if isinstance(p, Text))
+
+
+async def _read_all(resp: httpx.Response) -> bytes:
+    try:
+        return await resp.aread()
+    except httpx.TimeoutException:
+        raise WireError(504, "timeout", "the provider stopped sending its answer (timed out)") from None
+    except httpx.HTTPError as e:
+        raise WireError(502, "provider_error", f"the provider's answer broke off: {e}") from None
 
 
 async def _disconnected(receive: Receive) -> None:
