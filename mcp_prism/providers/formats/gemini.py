@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from mcp_prism.providers.formats import new_id
+from mcp_prism.providers.formats import retry_after as header_retry_after
 from mcp_prism.providers.wire import (
     BlockStop,
     ChatRequest,
@@ -265,7 +266,7 @@ def _thinking_config(effort: str | None, model: str) -> dict[str, Any] | None:
 def parse_response(body: dict[str, Any]) -> ChatResponse:
     candidates = body.get("candidates") or []
     usage = usage_of(body)
-    resp_id = body.get("responseId") or _new_id()
+    resp_id = body.get("responseId") or new_id("gen_")
     model = body.get("modelVersion") or ""
     created = _unix_time(body.get("createTime"))
     if not candidates:
@@ -306,10 +307,6 @@ def _call_id(resp_id: str, n: int) -> str:
     # Gemini rarely gives call ids; tie generated ones to the response so turns never reuse an id.
     tag = re.sub(r"[^A-Za-z0-9_-]", "", resp_id)[:24]
     return f"call_{tag}_{n}" if tag else f"call_{n}"
-
-
-def _new_id() -> str:
-    return f"gen_{uuid.uuid4().hex[:24]}"
 
 
 def _unix_time(stamp: Any) -> int | None:
@@ -387,7 +384,7 @@ class StreamDecoder:
         events: list[StreamEvent] = []
         if not self._started:
             self._started = True
-            self._id = chunk.get("responseId") or _new_id()
+            self._id = chunk.get("responseId") or new_id("gen_")
             events.append(StreamStart(self._id, chunk.get("modelVersion") or "", self._usage))
         if self._ended:
             return events  # only late usage is of interest now
@@ -445,7 +442,7 @@ class StreamDecoder:
 # ---------------------------------------------------------------- errors
 def parse_error(status: int, body: bytes, headers: Mapping[str, str]) -> WireError:
     """A Gemini error response (`{"error": {"code", "message", "status", "details"}}`) as a WireError."""
-    retry_after = _header_seconds(headers)
+    retry_after = header_retry_after(headers)
     try:
         payload: Any = json.loads(body) if body else None
     except ValueError:
@@ -471,14 +468,6 @@ def parse_error(status: int, body: bytes, headers: Mapping[str, str]) -> WireErr
             kind = "authentication"
     message = str(err.get("message") or f"Gemini returned HTTP {status}")
     return WireError(status, kind, message, retry_after, rpc_status)
-
-
-def _header_seconds(headers: Mapping[str, str]) -> float | None:
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date would need the clock; leave it to the RetryInfo detail
 
 
 def _duration_seconds(value: Any) -> float | None:
