@@ -117,4 +117,90 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0003_experiments_monitors_alerts",
+        """
+        -- An experiment: candidates run on sampled requests of one task type, judged, qualified.
+        CREATE TABLE experiments (
+            id TEXT PRIMARY KEY,
+            task_type TEXT NOT NULL,
+            baseline_model TEXT,                 -- the current model; its answers are the baseline
+            candidates TEXT NOT NULL,            -- JSON list of model names
+            evaluation TEXT NOT NULL,            -- JSON: method (human|judge|automated|imported), threshold, ...
+            status TEXT NOT NULL,                -- created|running|ready|evaluated|promoted|abandoned
+            source TEXT NOT NULL,                -- store|file|import
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            notes TEXT
+        );
+        CREATE TABLE experiment_items (
+            experiment_id TEXT NOT NULL REFERENCES experiments(id),
+            item INTEGER NOT NULL,
+            prompt TEXT NOT NULL,                -- JSON: {"system": ..., "messages": [...]} or plain text
+            expected TEXT,                       -- expected answer / pattern for automated checks
+            source_event_id TEXT,                -- the usage event the sample came from
+            edge_case INTEGER NOT NULL DEFAULT 0,
+            category TEXT,                       -- e.g. an MT-Bench category, a file name
+            PRIMARY KEY (experiment_id, item)
+        ) WITHOUT ROWID;
+        -- One answer of one model to one item (baseline or candidate); a row exists once paid for,
+        -- which is what lets an interrupted run resume without paying again.
+        CREATE TABLE experiment_outputs (
+            experiment_id TEXT NOT NULL REFERENCES experiments(id),
+            item INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            role TEXT NOT NULL,                  -- baseline|candidate
+            response TEXT,
+            status TEXT NOT NULL,                -- ok|error
+            error TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+            latency_ms REAL,
+            cost_usd TEXT,
+            score REAL,                          -- an imported outcome (1/0 correct, or a 1-10 judge score)
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (experiment_id, item, model)
+        ) WITHOUT ROWID;
+        CREATE TABLE evaluations (
+            experiment_id TEXT NOT NULL REFERENCES experiments(id),
+            item INTEGER NOT NULL,
+            model TEXT NOT NULL,                 -- the candidate judged against the baseline
+            method TEXT NOT NULL,                -- human|judge|automated|imported
+            verdict TEXT NOT NULL,               -- acceptable|degraded|unacceptable|tie|error
+            detail TEXT,                         -- JSON: both judge orders, the output of a check
+            evaluator TEXT,                      -- who: a person, the judge model, the check
+            cost_usd TEXT,                       -- what judging cost (LLM judge)
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (experiment_id, item, model, method)
+        ) WITHOUT ROWID;
+        -- A deployed rule version under watch against its baseline.
+        CREATE TABLE monitors (
+            id INTEGER PRIMARY KEY,
+            task_type TEXT NOT NULL,
+            rule_version INTEGER NOT NULL,
+            baseline_version INTEGER,
+            experiment_id TEXT,
+            started_at TEXT NOT NULL,
+            ends_at TEXT NOT NULL,
+            threshold REAL NOT NULL,
+            auto_rollback INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL,                -- watching|passed|regressed|rolled_back
+            last_checked TEXT,
+            details TEXT
+        );
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            kind TEXT NOT NULL,                  -- regression|rolled_back|review_due|...
+            task_type TEXT,
+            message TEXT NOT NULL,
+            details TEXT NOT NULL,               -- JSON
+            delivered INTEGER NOT NULL DEFAULT 0,
+            acknowledged INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX alerts_open ON alerts (acknowledged, ts);
+        """,
+    ),
 ]

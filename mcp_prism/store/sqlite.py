@@ -394,6 +394,9 @@ def _rule_row(r: sqlite3.Row) -> RuleRow:
 
 
 def _split_sql(script: str) -> list[str]:
+    """Statements of a migration script; `--` comments are dropped first (they may hold `;`). The
+    scripts are ours and put no `--` or `;` inside string literals."""
+    script = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
