@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -38,6 +39,9 @@ PROG = "mcp-prism"
 CRASH_LOG = "cli-errors.log"
 
 Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
+# Each holds `register_commands(add, sub)`, adding subcommands whose handler is a `Handler` returning
+# (result, markdown text): the commands of one area of the optimisation loop.
+LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_analysis", "mcp_prism.cli_data")
 
 
 # ==================================================================== output helpers
@@ -504,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("score", type=float, help="0 (unusable) .. 1 (perfect)")
     p.add_argument("--source", choices=QUALITY_SOURCES, default="human", help="who judged (default human)")
     p.set_defaults(handler=cmd_rate)
+    # The optimisation loop's commands live beside their services, one adapter module per area.
+    for module in LOOP_CLI_MODULES:
+        importlib.import_module(module).register_commands(add, sub)
     return parser
 
 

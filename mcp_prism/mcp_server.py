@@ -11,6 +11,7 @@ Run as `python -m mcp_prism.mcp_server` for a stdio server configured from the e
 
 import copy
 import hmac
+import importlib
 import inspect
 import ipaddress
 import json
@@ -58,6 +59,8 @@ GroupColumn = Literal["task_type", "model", "provider", "team", "user", "project
 TierName = Literal["simple", "standard", "complex"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+# Each holds `register_tools(mcp, get_service, tool)`: the tools of one area of the optimisation loop.
+LOOP_TOOL_MODULES = ("mcp_prism.mcp_experiments", "mcp_prism.mcp_analysis", "mcp_prism.mcp_data")
 MCP_PATH = "/mcp"
 
 INSTRUCTIONS = """\
@@ -458,6 +461,9 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
         models = await _resource("prism://catalog", lambda: shared.get().list_models())
         return _json(models.model_dump(mode="json"))
 
+    # The optimisation loop's tools live beside their services, one adapter module per area.
+    for module in LOOP_TOOL_MODULES:
+        importlib.import_module(module).register_tools(mcp, shared.get, _tool)
     return mcp
 
 

@@ -25,6 +25,7 @@ from mcp_prism.core.rules import DEFAULT_RULES, RoutingRule, parse_rule
 from mcp_prism.core.tasks import TaskTypeSpec, Tier
 from mcp_prism.core.usage import QUALITY_SOURCES, SOURCES, STATUSES, UsageEvent, parse_iso, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.providers.client import ProviderClient
 from mcp_prism.results import (
     Alternative,
     Candidate,
@@ -129,6 +130,7 @@ class PrismService:
         self._rules_at = float("-inf")
         self._profiles: dict[str, Totals] = {}
         self._profiles_at = float("-inf")
+        self._providers: ProviderClient | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> PrismService:
@@ -142,7 +144,16 @@ class PrismService:
             await store.close()
             raise
 
+    def providers(self) -> ProviderClient:
+        """The provider clients (experiments and judges call models through them), made on first use."""
+        if self._providers is None:
+            self._providers = ProviderClient(self.catalog)
+        return self._providers
+
     async def close(self) -> None:
+        if self._providers is not None:
+            await self._providers.aclose()
+            self._providers = None
         await self.store.close()
 
     # ---------------------------------------------------------------- rules

@@ -1,0 +1,1 @@
+"""The optimisation loop: analyse, experiment, evaluate, qualify, deploy, monitor, re-evaluate."""
