@@ -41,7 +41,8 @@ CRASH_LOG = "cli-errors.log"
 Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
 # Each holds `register_commands(add, sub)`, adding subcommands whose handler is a `Handler` returning
 # (result, markdown text): the commands of one area of the optimisation loop.
-LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_analysis", "mcp_prism.cli_data")
+LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_evaluate", "mcp_prism.cli_analysis",
+                    "mcp_prism.cli_data")
 
 
 # ==================================================================== output helpers
