@@ -465,6 +465,7 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
     # The optimisation loop's tools live beside their services, one adapter module per area.
     for module in LOOP_TOOL_MODULES:
         importlib.import_module(module).register_tools(mcp, shared.get, _tool)
+    importlib.import_module("mcp_prism.mcp_prompts").register_prompts(mcp)
     return mcp
 
 
