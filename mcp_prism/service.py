@@ -131,6 +131,7 @@ class PrismService:
         self._profiles: dict[str, Totals] = {}
         self._profiles_at = float("-inf")
         self._providers: ProviderClient | None = None
+        self.settings: Settings | None = None  # set by `open`; the loop reads its config sections from it
 
     @classmethod
     async def open(cls, settings: Settings) -> PrismService:
@@ -138,11 +139,13 @@ class PrismService:
         task_types = settings.task_types()
         store = await Store.open(settings.db_path)
         try:
-            return cls(store, catalog, task_types, default_task_type=settings.default_task_type,
-                       classifier_threshold=settings.classifier_threshold)
+            service = cls(store, catalog, task_types, default_task_type=settings.default_task_type,
+                          classifier_threshold=settings.classifier_threshold)
         except BaseException:
             await store.close()
             raise
+        service.settings = settings
+        return service
 
     def providers(self) -> ProviderClient:
         """The provider clients (experiments and judges call models through them), made on first use."""

@@ -92,6 +92,8 @@ def money(value: Decimal | None, places: int = 2) -> str:
     if value is None:
         return "unpriced"
     sign, value = ("-" if value < 0 else ""), abs(value)
+    if value != 0 and value < Decimal("0.000001"):
+        return f"{sign}${value:.2e}"  # below a millionth of a dollar: fixed places would print "$0."
     if value != 0 and value < Decimal("0.01"):
         return f"{sign}${value:.6f}".rstrip("0")
     return f"{sign}${value:,.{places}f}"

@@ -1,0 +1,154 @@
+"""Learned per-request routing and the routing literature's metrics (PGR, APGR, CPT, cost cut): worked toy
+examples computed by hand, a learnable synthetic set, and the real RouteLLM data when it is present."""
+
+from __future__ import annotations
+
+import json
+import random
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from mcp_prism.cli import main
+from mcp_prism.core.router_eval import (
+    Example,
+    LogisticRouter,
+    evaluate_router,
+    features,
+    oracle_scores,
+    random_apgr,
+    routing_curve,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm"
+needs_data = pytest.mark.skipif(not (DATA / "gsm8k_responses.csv").is_file(),
+                                reason=f"the public RouteLLM outcome data is not at {DATA}")
+
+W, S = Decimal(1), Decimal(10)  # cost of one weak / strong call in the toy examples
+
+
+def toy() -> list[Example]:
+    # q_weak = 2/4, q_strong = 3/4: only A gains from the strong model
+    return [Example("A", 0, 1, W, S), Example("B", 1, 1, W, S), Example("C", 0, 0, W, S), Example("D", 1, 1, W, S)]
+
+
+def test_curve_worked_example() -> None:
+    c = routing_curve(toy(), [0.1, 0.9, 0.5, 0.8])  # strong-first order: A, C, D, B
+    assert [p.strong_share for p in c.points] == [0, 0.25, 0.5, 0.75, 1]
+    assert [p.quality for p in c.points] == [0.5, 0.75, 0.75, 0.75, 0.75]
+    assert [p.pgr for p in c.points] == [0, 1, 1, 1, 1]
+    assert [p.cost for p in c.points] == [4, 13, 22, 31, 40]
+    assert c.apgr == pytest.approx(0.125 + 0.75)  # first trapezoid (0+1)/2 * 0.25, then 3 * 0.25
+    assert c.cpt(0.5) == c.cpt(0.95) == 0.25
+    at95 = c.at_quality(0.95)  # 95% of 0.75 = 0.7125, first reached at one strong call
+    assert at95 is not None and at95.strong_share == 0.25
+    assert c.cost_cut(at95) == pytest.approx(1 - 13 / 40)
+
+
+def test_curve_of_the_worst_order() -> None:
+    c = routing_curve(toy(), [0.9, 0.1, 0.5, 0.8])  # A last: PGR 0 until every call is strong
+    assert [p.pgr for p in c.points] == [0, 0, 0, 0, 1]
+    assert c.apgr == pytest.approx(0.125)
+    assert c.cpt(0.5) == 1.0
+    assert c.at_quality(0.95).strong_share == 1.0  # type: ignore[union-attr]
+    assert c.cost_cut(c.at_quality(0.95)) == 0
+
+
+def test_perfect_router_is_near_one_and_random_near_half() -> None:
+    examples = [Example(str(i), 0 if i < 5 else 1, 1, W, S) for i in range(100)]  # 5 prompts need the strong one
+    perfect = routing_curve(examples, oracle_scores(examples))
+    assert perfect.apgr == pytest.approx(0.05 / 2 + 0.95)
+    assert perfect.cpt(0.95) == pytest.approx(0.05)
+    assert random_apgr(examples, seed=3, trials=300) == pytest.approx(0.5, abs=0.05)
+
+
+def test_pgr_needs_a_gap() -> None:
+    with pytest.raises(ValueError, match="not better"):
+        routing_curve([Example("a", 1, 1), Example("b", 0, 0)], [0.5, 0.5])
+    with pytest.raises(ValueError, match="one probability per example"):
+        routing_curve(toy(), [0.5])
+
+
+def test_unpriced_examples_have_no_cost() -> None:
+    c = routing_curve([Example("a", 0, 1), Example("b", 1, 1)], [0.1, 0.2])
+    assert all(p.cost is None for p in c.points)
+    assert c.cost_cut(c.points[1]) is None
+
+
+def test_features_are_stable_and_normalised() -> None:
+    a, b = features("Add 3 and 4, then double it?"), features("Add 3 and 4, then double it?")
+    assert a == b  # crc32, not the per-process salted hash()
+    hashed = [v for k, v in a.items() if k >= 8]
+    assert sum(v * v for v in hashed) == pytest.approx(1.0)
+    assert features("x", group="math") != features("x")
+
+
+def _synthetic(n: int, seed: int) -> list[Example]:
+    """The weak model fails exactly on prompts about 'integrals'; the strong one always succeeds."""
+    rng = random.Random(seed)
+    topics = ["integrals", "greetings", "weather", "recipes"]
+    out = []
+    for i in range(n):
+        topic = rng.choice(topics)
+        text = f"question {i} about {topic} and {rng.choice(['cats', 'dogs', 'trees'])}"
+        out.append(Example(text, 0 if topic == "integrals" else 1, 1, W, S))
+    return out
+
+
+def test_learned_router_finds_the_hard_prompts_deterministically() -> None:
+    examples = _synthetic(400, seed=1)
+    ev = evaluate_router(examples, seed=7)
+    assert ev.n_test == 200 and "seeded split" in ev.method
+    assert ev.apgr > 0.8 > 0.6 > ev.apgr_random
+    assert ev.apgr_oracle == pytest.approx(ev.apgr, abs=0.05)
+    again = evaluate_router(examples, seed=7)
+    assert again.apgr == ev.apgr and again.curve == ev.curve
+    cv = evaluate_router(examples, seed=7, folds=5)
+    assert cv.n_test == 400 and "5-fold" in cv.method and cv.apgr > 0.8
+
+
+def test_router_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="train_share"):
+        evaluate_router(_synthetic(20, 0), train_share=1.5)
+    with pytest.raises(ValueError, match="folds"):
+        evaluate_router(_synthetic(20, 0), folds=1)
+    model = LogisticRouter().fit([features("a"), features("b")], [1, 0], seed=0)
+    assert model.predict(features("a")) > model.predict(features("b"))
+
+
+# ---------------------------------------------------------------- the real data, end to end
+def _cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    capsys.readouterr()
+    code = main([*args, "--home", str(tmp_path), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+@needs_data
+def test_router_eval_on_gsm8k(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = _cli_json(tmp_path, capsys, "router-eval", str(DATA / "gsm8k_responses.csv"), "--seed", "0")
+    assert r["dataset"] == "gsm8k" and r["n"] == 1319 and r["n_test"] == 659
+    assert r["strong"] == "gpt-4-1106-preview" and r["weak"] == "mistralai/Mixtral-8x7B-Instruct-v0.1"
+    assert 0.55 < r["apgr"] < 0.8  # a text-only difficulty model: clearly better than random, far from oracle
+    assert 0.45 < r["apgr_random"] < 0.55
+    assert r["apgr_oracle"] > 1  # the oracle can beat always-strong: the weak model is right where GPT-4 is not
+    assert 0 < r["cpt_50"] < r["cpt_80"] < r["cpt_95"] <= 1
+    assert 0.1 < r["cost_cut_at_95_quality"] < 0.5
+    assert "35%" in r["published"]
+    assert r["prices"]["gpt-4-1106-preview"]["source"] == "genai-prices openai/gpt-4-turbo"
+
+
+@needs_data
+def test_router_eval_on_mt_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = _cli_json(tmp_path, capsys, "router-eval", str(DATA))
+    assert r["format"] == "mtbench" and r["n"] == r["n_test"] == 80 and "5-fold" in r["method"]
+    assert r["q_weak"] == pytest.approx(8.340625) and r["q_strong"] == pytest.approx(9.228125)
+    assert 0.5 < r["apgr"] < 0.95 and 0.4 < r["apgr_random"] < 0.6
+    assert 0.3 < r["cost_cut_at_95_quality"] < 0.95
+    assert "85%" in r["published"] and any("80 prompts" in n for n in r["notes"])
+    capsys.readouterr()
+    assert main(["router-eval", str(DATA), "--home", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "APGR" in text and "CPT(50%)" in text and "published for comparison" in text
