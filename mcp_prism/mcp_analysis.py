@@ -12,10 +12,9 @@ from pydantic import Field
 from mcp_prism.config import Settings
 from mcp_prism.loop.analysis import AnalysisResult, AnalysisService
 from mcp_prism.loop.monitoring import AlertList, AlertView, CheckResult, MonitorService, ReviewDue
+from mcp_prism.mcp_server import READ_ONLY
 from mcp_prism.service import PrismService
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
-                            open_world_hint=False)
 # Checking may roll a rule back (with auto_rollback) and posts alerts to the team's webhook.
 # may roll a rule back, and posts alerts to the configured webhook (outside this server)
 CHECK = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)

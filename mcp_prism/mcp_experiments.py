@@ -19,10 +19,10 @@ from mcp_prism.loop.experiments import (
     PromoteResult,
     RunSummary,
 )
+from mcp_prism.mcp_server import READ_ONLY
 
 Method = Literal["human", "judge", "automated"]
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
 def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[..., Any]) -> None:
