@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -19,6 +20,17 @@ def catalog() -> Catalog:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def shared_data(name: str) -> Path:
+    """A folder of ../shared/data beside the repo (PRISM_SHARED_DATA overrides; a clone elsewhere falls back to
+    the workplace's /work/shared). Tests that need it skip when it is absent."""
+    roots = [Path(os.environ["PRISM_SHARED_DATA"])] if os.environ.get("PRISM_SHARED_DATA") else []
+    roots += [Path(__file__).resolve().parents[1].parent / "shared" / "data", Path("/work/shared/data")]
+    for root in roots:
+        if (root / name).is_dir():
+            return root / name
+    return roots[0] / name
 
 
 def free_port() -> int:

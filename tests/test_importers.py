@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import shared_data
 from mcp import Client
 
 from mcp_prism.cli import main
@@ -20,7 +21,7 @@ from mcp_prism.loop.importers import experiment_id, import_outcomes, parse_price
 from mcp_prism.mcp_server import build_server
 from mcp_prism.service import PrismService
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm"
+DATA = shared_data("routellm")
 needs_data = pytest.mark.skipif(not (DATA / "gsm8k_responses.csv").is_file(),
                                 reason=f"the public RouteLLM outcome data is not at {DATA}")
 PRICES = ("weak=1,2", "strong=10,20")  # USD per million tokens

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import shared_data
 
 from mcp_prism.cli import main
 from mcp_prism.core.router_eval import (
@@ -21,7 +22,7 @@ from mcp_prism.core.router_eval import (
     routing_curve,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm"
+DATA = shared_data("routellm")
 needs_data = pytest.mark.skipif(not (DATA / "gsm8k_responses.csv").is_file(),
                                 reason=f"the public RouteLLM outcome data is not at {DATA}")
 
