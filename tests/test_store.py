@@ -34,7 +34,7 @@ EXPECTED_COLUMNS = {
         "id", "ts", "task_type", "model", "provider", "input_tokens", "cached_input_tokens",
         "cache_write_tokens", "output_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "cost_usd",
         "cost_pico", "price_snapshot_id", "batch", "status", "quality", "quality_source", "user", "team",
-        "project", "source", "rule_id", "rule_version", "request_id",
+        "project", "source", "rule_id", "rule_version", "request_id", "api_key_id", "cache_hit", "saved_usd",
     ],
     "usage_daily": [
         "day", "task_type", "model", "provider", "team", "project", "requests", "errors", "unpriced",
@@ -60,6 +60,13 @@ EXPECTED_COLUMNS = {
     "monitors": ["id", "task_type", "rule_version", "baseline_version", "experiment_id", "started_at", "ends_at",
                  "threshold", "auto_rollback", "status", "last_checked", "details"],
     "alerts": ["id", "ts", "kind", "task_type", "message", "details", "delivered", "acknowledged"],
+    "api_keys": ["id", "hash", "team", "user", "project", "name", "created_at", "revoked_at", "rotated_from",
+                 "last_used_at"],
+    "budgets": ["id", "scope", "subject", "period", "soft_limit_usd", "hard_limit_usd", "rpm", "tpm", "downgrade",
+                "created_at", "updated_at"],
+    "budget_spend": ["budget_id", "window_start", "spent_pico", "reserved_pico", "requests", "soft_alerted"],
+    "response_cache": ["key", "task_type", "project", "model", "client_format", "body", "usage", "cost_usd",
+                       "created_at", "expires_at", "hits"],
     "price_snapshots": ["id", "body"],
     "schema_migrations": ["name", "applied_at"],
 }

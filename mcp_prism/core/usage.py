@@ -64,3 +64,6 @@ class UsageEvent:
     request_id: str | None = None
     prompt: str | None = None  # kept only when the task type opts in to sample capture
     response: str | None = None
+    api_key_id: str | None = None  # the virtual key's public id (never the secret)
+    cache_hit: bool = False  # answered from the response cache: cost 0, `saved_usd` what the answer cost
+    saved_usd: Decimal | None = None

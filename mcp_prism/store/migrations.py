@@ -203,4 +203,65 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX alerts_open ON alerts (acknowledged, ts);
         """,
     ),
+    (
+        "0004_keys_budgets_cache",
+        """
+        -- Virtual API keys: only a hash of the secret is kept; the secret is shown once at creation.
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,                 -- public id, safe to show and log
+            hash TEXT NOT NULL UNIQUE,           -- sha256 of the secret
+            team TEXT NOT NULL,
+            user TEXT,
+            project TEXT,
+            name TEXT,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT,
+            rotated_from TEXT,
+            last_used_at TEXT
+        );
+        -- A USD budget (and optional request/token rates) for a key, user, team or project per period.
+        CREATE TABLE budgets (
+            id INTEGER PRIMARY KEY,
+            scope TEXT NOT NULL,                 -- key|user|team|project
+            subject TEXT NOT NULL,               -- the key id, user, team or project name
+            period TEXT NOT NULL,                -- day|week|month
+            soft_limit_usd TEXT,
+            hard_limit_usd TEXT,
+            rpm INTEGER,
+            tpm INTEGER,
+            downgrade INTEGER NOT NULL DEFAULT 0,  -- near the soft limit, route to the next cheaper qualified model
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (scope, subject, period)
+        );
+        -- The ledger enforcement updates atomically: spend settled and cost reserved by requests in flight.
+        CREATE TABLE budget_spend (
+            budget_id INTEGER NOT NULL REFERENCES budgets(id),
+            window_start TEXT NOT NULL,
+            spent_pico INTEGER NOT NULL DEFAULT 0,
+            reserved_pico INTEGER NOT NULL DEFAULT 0,
+            requests INTEGER NOT NULL DEFAULT 0,
+            soft_alerted INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (budget_id, window_start)
+        );
+        -- Exact-match response cache (opt-in per task type), shared by gateway replicas.
+        CREATE TABLE response_cache (
+            key TEXT PRIMARY KEY,                -- sha256 of the normalised request
+            task_type TEXT NOT NULL,
+            project TEXT,
+            model TEXT NOT NULL,
+            client_format TEXT NOT NULL,
+            body BLOB NOT NULL,
+            usage TEXT NOT NULL,                 -- JSON token counts of the original answer
+            cost_usd TEXT,                       -- what the original answer cost (a hit saves this)
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            hits INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX response_cache_expiry ON response_cache (expires_at);
+        ALTER TABLE usage_events ADD COLUMN api_key_id TEXT;
+        ALTER TABLE usage_events ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE usage_events ADD COLUMN saved_usd TEXT;
+        """,
+    ),
 ]

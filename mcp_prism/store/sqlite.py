@@ -38,7 +38,7 @@ _EVENT_COLUMNS = (
     "id", "ts", "task_type", "model", "provider", "input_tokens", "cached_input_tokens",
     "cache_write_tokens", "output_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "cost_usd",
     "cost_pico", "price_snapshot_id", "batch", "status", "quality", "quality_source", "user", "team",
-    "project", "source", "rule_id", "rule_version", "request_id",
+    "project", "source", "rule_id", "rule_version", "request_id", "api_key_id", "cache_hit", "saved_usd",
 )
 _INSERT_EVENT = (
     f"INSERT INTO usage_events ({', '.join(_EVENT_COLUMNS)}) "
@@ -236,7 +236,8 @@ class Store:
                     t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, e.latency_ms, e.ttft_ms,
                     None if e.cost_usd is None else str(e.cost_usd), pico, sid, int(e.batch), e.status,
                     e.quality, e.quality_source, e.user, e.team, e.project, e.source, e.rule_id,
-                    e.rule_version, e.request_id,
+                    e.rule_version, e.request_id, e.api_key_id, int(e.cache_hit),
+                    None if e.saved_usd is None else str(e.saved_usd),
                 ))
                 values = (1, e.status != "ok", pico is None, t.input_tokens, t.cached_input_tokens,
                           t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, pico or 0, e.latency_ms,
