@@ -264,4 +264,30 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE usage_events ADD COLUMN saved_usd TEXT;
         """,
     ),
+    (
+        "0005_batch_requests",
+        """
+        -- Non-urgent requests queued for a provider batch API, answered later at the batch price.
+        CREATE TABLE batch_requests (
+            id TEXT PRIMARY KEY,                 -- returned to the client; results are fetched with it
+            task_type TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            client_format TEXT NOT NULL,         -- openai|anthropic: the shape the result is returned in
+            body TEXT NOT NULL,                  -- the provider-format request body (JSON)
+            status TEXT NOT NULL,                -- queued|submitted|completed|failed|expired|cancelled
+            provider_batch_id TEXT,
+            result TEXT,                         -- the answer in the client format (JSON), once completed
+            error TEXT,
+            api_key_id TEXT,
+            team TEXT,
+            user TEXT,
+            project TEXT,
+            created_at TEXT NOT NULL,
+            submitted_at TEXT,
+            completed_at TEXT
+        );
+        CREATE INDEX batch_requests_status ON batch_requests (status, provider);
+        """,
+    ),
 ]
