@@ -47,6 +47,8 @@ RULE_SCHEMA: dict[str, Any] = {
             "type": "array", "uniqueItems": True, "items": {"enum": sorted(KNOWN_CAPABILITIES)},
         },
         "min_context": {"type": "integer", "minimum": 1},
+        "prompt_cache": {"type": "boolean", "description": "mark long stable prefixes (system, tools) for the "
+                         "provider's prompt cache (Anthropic cache_control) when the client did not"},
     },
 }
 _VALIDATOR = jsonschema.Draft202012Validator(RULE_SCHEMA)
@@ -61,6 +63,7 @@ class RoutingRule:
     context_upgrade: bool = True
     required_capabilities: frozenset[str] = field(default_factory=frozenset)
     min_context: int | None = None
+    prompt_cache: bool = False
 
     def models(self) -> list[str]:
         return [self.primary, *self.fallbacks, *(m for _, m in self.complexity_upgrades)]
@@ -75,6 +78,8 @@ class RoutingRule:
             data["required_capabilities"] = sorted(self.required_capabilities)
         if self.min_context:
             data["min_context"] = self.min_context
+        if self.prompt_cache:
+            data["prompt_cache"] = True
         return data
 
 
@@ -128,6 +133,7 @@ def parse_rule(data: Any, catalog: Catalog, task_types: Mapping[str, TaskTypeSpe
         context_upgrade=bool(data.get("context_upgrade", True)),
         required_capabilities=caps,
         min_context=min_context,
+        prompt_cache=bool(data.get("prompt_cache", False)),
     )
 
 
