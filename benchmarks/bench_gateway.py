@@ -340,8 +340,27 @@ def check_response(t: Target, stream: bool) -> str | None:
     return None
 
 
+# --prism-key: a virtual key with a team budget (huge hard limit, soft limit, rpm) so that every request pays
+# the key lookup, the reserve transaction and the settle transaction.
+KEY_SETUP = """
+import asyncio, sys
+from mcp_prism.config import Settings
+from mcp_prism.service import PrismService
+from mcp_prism.team.budgets import BudgetService
+from mcp_prism.team.keys import KeyService
+async def main():
+    svc = await PrismService.open(Settings.from_env({}, home=sys.argv[1]))
+    c = await KeyService(svc.store).create("bench", user="bench", project="bench")
+    await BudgetService(svc.store).set_budget("team", "bench", "month", soft_limit_usd="1000000",
+                                              hard_limit_usd="1000000", rpm=10**9)
+    await svc.close()
+    print(c.secret)
+asyncio.run(main())
+"""
+
+
 def start_prism(python: str, upstream: int, model: str, workdir: Path, core: int,
-                extra_env: dict[str, str]) -> tuple[Target | None, str]:
+                extra_env: dict[str, str], key: bool = False) -> tuple[Target | None, str]:
     probe = subprocess.run([python, "-m", "mcp_prism", "gateway", "--help"], capture_output=True, text=True,
                            cwd=ROOT, check=False)
     if probe.returncode != 0:
@@ -362,6 +381,13 @@ def start_prism(python: str, upstream: int, model: str, workdir: Path, core: int
             if p.get("api_key_env"):
                 env.setdefault(p["api_key_env"], "fake-key")
     (home / "config.toml").write_text("\n".join(lines), encoding="utf-8")
+    headers = {}
+    if key:
+        made = subprocess.run([python, "-c", KEY_SETUP, str(home)], capture_output=True, text=True, cwd=ROOT,
+                              env=env, check=False)
+        if made.returncode != 0:
+            return None, f"prism skipped: could not create a virtual key: {made.stderr.strip()[-300:]}"
+        headers = {"authorization": f"Bearer {made.stdout.strip()}"}
     port = free_port()
     log = workdir / "prism.log"
     proc = start(["taskset", "-c", str(core), python, "-m", "mcp_prism", "gateway", "--host", "127.0.0.1",
@@ -369,7 +395,7 @@ def start_prism(python: str, upstream: int, model: str, workdir: Path, core: int
     if not wait_http(port, "/healthz", proc, 60):
         stop(proc)
         return None, f"prism skipped: gateway did not answer GET /healthz on port {port}\n{tail(log)}"
-    return Target("prism", port, proc=proc, model=model, log=log), ""
+    return Target("prism", port, headers=headers, proc=proc, model=model, log=log), ""
 
 
 def start_litellm(python: str, upstream: int, workdir: Path, core: int) -> tuple[Target | None, str]:
@@ -495,6 +521,8 @@ def main() -> int:
                     help='model sent to prism ("auto" also exercises classification routing)')
     ap.add_argument("--prism-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the prism gateway (repeatable)")
+    ap.add_argument("--prism-key", action="store_true",
+                    help="send a virtual key with a team budget (measures keys + budget reserve/settle)")
     ap.add_argument("--litellm-python", default="/tmp/litellm-venv/bin/python")
     ap.add_argument("--gateway-core", type=int, default=0)
     ap.add_argument("--client-core", type=int, default=1, help="core for the fake upstream and the load generator")
@@ -531,7 +559,7 @@ def main() -> int:
                     target, note = Target("direct", up_port, proc=upstream), ""
                 elif name == "prism":
                     target, note = start_prism(args.prism_python, up_port, args.prism_model, workdir,
-                                               args.gateway_core, prism_env)
+                                               args.gateway_core, prism_env, args.prism_key)
                 else:
                     target, note = start_litellm(args.litellm_python, up_port, workdir, args.gateway_core)
                 if target is None:

@@ -42,7 +42,7 @@ Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
 # Each holds `register_commands(add, sub)`, adding subcommands whose handler is a `Handler` returning
 # (result, markdown text): the commands of one area of the optimisation loop, and install/uninstall.
 LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_evaluate", "mcp_prism.cli_analysis",
-                    "mcp_prism.cli_data", "mcp_prism.install")
+                    "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.cli_team")
 
 
 # ==================================================================== output helpers
@@ -354,7 +354,8 @@ def cmd_serve(settings: Settings, a: argparse.Namespace) -> int:
 def cmd_gateway(settings: Settings, a: argparse.Namespace) -> int:
     from mcp_prism.gateway import serve_gateway
 
-    serve_gateway(settings, host=a.host, port=a.port, token=os.environ.get("PRISM_GATEWAY_TOKEN") or None)
+    serve_gateway(settings, host=a.host, port=a.port, token=os.environ.get("PRISM_GATEWAY_TOKEN") or None,
+                  no_auth=a.no_auth)
     return 0
 
 
@@ -417,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; any other needs "
                                                        "PRISM_GATEWAY_TOKEN)")
     p.add_argument("--port", type=_pos_int, default=4000, help="port (default 4000)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="local mode: accept requests without a virtual key (only on a loopback address)")
     p.set_defaults(serve=cmd_gateway)
 
     p = add("demo", "fill the store with a labelled SAMPLE month (one team, everything on claude-sonnet-4-5) "

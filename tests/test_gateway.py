@@ -417,8 +417,8 @@ def test_graceful_stop_writes_every_request(fake: FakeProviders, tmp_path: Path)
     env.pop("PRISM_CONFIG", None)
     env.pop("PRISM_DB", None)
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mcp_prism", "gateway", "--port", str(port)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "mcp_prism", "gateway", "--port", str(port), "--no-auth"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(proc, port, log)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)

@@ -119,7 +119,8 @@ def test_with_gateway_agent_requests_are_recorded_under_the_commands_task_type(s
     assert "prism/code_review" in models and "auto" in models
     log = sandbox["tmp"] / "gateway.log"
     with log.open("wb") as out:
-        gateway = subprocess.Popen([sys.executable, "-m", "mcp_prism", "gateway", "--port", str(gw_port)],
+        gateway = subprocess.Popen([sys.executable, "-m", "mcp_prism", "gateway", "--port", str(gw_port),
+                                    "--no-auth"],
                                    env=sandbox["env"], stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(gateway, gw_port, log)

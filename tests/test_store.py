@@ -93,13 +93,62 @@ async def dump_all(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     return {t: await dump(store, t) for t in EXPECTED_COLUMNS if t != "schema_migrations"}
 
 
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = await Store.open(tmp_path / "prism.db")
+# PostgreSQL (PRISM_TEST_DATABASE_URL, default the local server) when reachable: each test gets a fresh schema.
+PG_URL = os.environ.get("PRISM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/test")
+_pg_reachable: list[str | None] = []
+
+
+async def pg_unreachable() -> str | None:
+    """Why PostgreSQL tests cannot run here (None when they can); asked once per session."""
+    if not _pg_reachable:
+        try:
+            import asyncpg
+
+            conn = await asyncpg.connect(PG_URL, timeout=3)
+            await conn.close()
+            _pg_reachable.append(None)
+        except Exception as e:  # any failure means: skip, and say why
+            _pg_reachable.append(f"PostgreSQL at {PG_URL} is not reachable: {type(e).__name__}: {e}")
+    return _pg_reachable[0]
+
+
+async def drop_pg_schema(schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_URL)
     try:
-        yield s
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
-        await s.close()
+        await conn.close()
+
+
+def fresh_pg_schema() -> str:
+    import uuid
+
+    return f"t_{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        s = await Store.open(tmp_path / "prism.db")
+        try:
+            yield s
+        finally:
+            await s.close()
+        return
+    reason = await pg_unreachable()
+    if reason:
+        pytest.skip(reason)
+    from mcp_prism.store.postgres import PgStore
+
+    schema = fresh_pg_schema()
+    pg = await PgStore.open(PG_URL, schema=schema)
+    try:
+        yield pg
+    finally:
+        await pg.close()
+        await drop_pg_schema(schema)
 
 
 # ------------------------------------------------------------------ schema

@@ -26,9 +26,11 @@ def _loopback(host: str) -> bool:
 
 
 def build_gateway(settings: Settings, *, token: str | None = None, env: Mapping[str, str] | None = None,
-                  flush_interval: float = 0.2) -> Gateway:
+                  flush_interval: float = 0.2, no_auth: bool | None = None) -> Gateway:
+    """`no_auth` True: open to anyone who can connect (bind it to loopback); False: a virtual key (or the
+    admin `token`) is required; None: as before keys existed (open unless a token is given)."""
     return Gateway(lambda: PrismService.open(settings), token=token, env=env, flush_interval=flush_interval,
-                   upstream_timeout=settings.upstream_timeout)
+                   upstream_timeout=settings.upstream_timeout, no_auth=no_auth)
 
 
 def _fastest(module: str, fallback: str) -> str:
@@ -39,14 +41,22 @@ def _fastest(module: str, fallback: str) -> str:
     return module
 
 
-def serve_gateway(settings: Settings, *, host: str = "127.0.0.1", port: int = 4000, token: str | None = None) -> None:
-    """Serve the gateway until interrupted; a graceful stop (SIGINT/SIGTERM) writes every pending event."""
-    if not token and not _loopback(host):
-        raise ConfigError(f"the gateway listens on {host}, beyond this machine: set PRISM_GATEWAY_TOKEN so that "
-                          "only your clients can spend through it")
-    app = build_gateway(settings, token=token)
-    log.info("mcp-prism gateway on http://%s:%d (OpenAI: /v1/chat/completions, Anthropic: /v1/messages; "
-             "token %s)", host, port, "required" if token else "not required: loopback only")
+def serve_gateway(settings: Settings, *, host: str = "127.0.0.1", port: int = 4000, token: str | None = None,
+                  no_auth: bool | None = None) -> None:
+    """Serve the gateway until interrupted; a graceful stop (SIGINT/SIGTERM) writes every pending event.
+
+    `no_auth` True (`--no-auth`): no key needed, refused unless bound to loopback. False: every request
+    needs a virtual key (or the admin token). None (a caller from before keys): open on loopback, a key
+    or the token required beyond it."""
+    if no_auth and not _loopback(host):
+        raise ConfigError(f"--no-auth serves anyone who can connect, so it only binds to loopback, not {host}: "
+                          "drop --no-auth and give clients virtual keys (mcp-prism keys create --team T)")
+    if no_auth is None:
+        no_auth = not token and _loopback(host)
+    app = build_gateway(settings, token=token, no_auth=no_auth)
+    log.info("mcp-prism gateway on http://%s:%d (OpenAI: /v1/chat/completions, Anthropic: /v1/messages; %s)",
+             host, port, "no auth: loopback only" if no_auth else "virtual key required"
+             + (" (or the admin token)" if token else ""))
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, server_header=False,
                             loop=_fastest("uvloop", "asyncio"), http=_fastest("httptools", "h11"),
                             lifespan="on", timeout_graceful_shutdown=30)

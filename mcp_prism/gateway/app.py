@@ -5,6 +5,13 @@ handed to the `Recorder` as it ends. When the client and the chosen provider spe
 body passes through with only `model` replaced (and, for OpenAI streams, usage asked for); otherwise it
 is translated through the neutral model in `providers.wire`. Raw ASGI rather than a framework because
 this runs on every request and a millisecond of CPU is the whole budget (benchmarks/bench_gateway.py).
+
+Auth: a virtual key (`mcp-prism keys create`, sent as Bearer or x-api-key) names the team, user and
+project a request is recorded and budgeted under. Keys are required unless the gateway was built
+with `no_auth=True` (`mcp-prism gateway --no-auth`, loopback only); a `token` (PRISM_GATEWAY_TOKEN)
+is kept as an admin/legacy credential: it is accepted beside keys, and its requests carry the labels
+of the x-prism-* headers. In no-auth mode a virtual key, when sent, is still checked and applied.
+Budgets: see `mcp_prism.team.budgets` (reserve before the upstream call, settle after).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from mcp_prism.core.budgets import estimate_pico, output_allowance
+from mcp_prism.core.pricing import to_picodollars
 from mcp_prism.core.usage import new_id, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
 from mcp_prism.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -34,6 +43,9 @@ from mcp_prism.providers.formats import openai as openai_format
 from mcp_prism.providers.sse import SSEDecoder, encode_sse
 from mcp_prism.providers.wire import ChatResponse, StreamEnd, Text, TextDelta, Usage, WireError
 from mcp_prism.service import AUTO, TASK_PREFIX, PrismService, RouteDecision
+from mcp_prism.team.budgets import Budget, BudgetExceeded, Enforcer, Reservation
+from mcp_prism.team.keys import PREFIX as KEY_PREFIX
+from mcp_prism.team.keys import ActiveKey, KeyCache
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +101,13 @@ class _Request:
     ttft_ms: float | None = None
     response_text: list[str] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    key_id: str | None = None
+    user: str | None = None
+    team: str | None = None
+    project: str | None = None
+    reservation: Reservation | None = None
+    actual_pico: int = 0  # what the answer cost, for settling the reservation
+    actual_tokens: int = 0
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)
@@ -98,11 +117,15 @@ class _Request:
 class Gateway:
     def __init__(self, service_factory: Callable[[], Awaitable[PrismService]], *, token: str | None = None,
                  env: Mapping[str, str] | None = None, flush_interval: float = 0.2,
-                 upstream_timeout: float = 300.0) -> None:
+                 upstream_timeout: float = 300.0, no_auth: bool | None = None) -> None:
+        """`no_auth` None keeps the behaviour of callers from before virtual keys: open without a token."""
         self._timeout = httpx.Timeout(connect=min(10.0, upstream_timeout), read=upstream_timeout, write=30.0,
                                       pool=10.0)
         self._factory = service_factory
         self._token = token.encode() if token else None
+        self.require_key = (not no_auth) if no_auth is not None else token is not None
+        self.keys: KeyCache | None = None
+        self.enforcer: Enforcer | None = None
         self._env = env
         self._flush_interval = flush_interval
         self.metrics = Metrics()
@@ -128,7 +151,10 @@ class Gateway:
         if missing:
             log.info("no API key in the environment for: %s (requests routed there get an error naming the "
                      "variable to set)", ", ".join(missing))
-        self.recorder = Recorder(self.service.store, self.service.catalog, self.metrics,
+        self.keys = KeyCache(self.service.store)
+        self.enforcer = Enforcer(self.service.store, on_level=self._budget_level, on_reject=self._budget_rejected)
+        await self.enforcer.refresh(force=True)
+        self.recorder = _KeyedRecorder(self.service.store, self.service.catalog, self.metrics,
                                  flush_interval=self._flush_interval, classifier=self.service.classifier,
                                  task_types=self.service.task_types)
         self._capture_any = any(t.capture_samples for t in self.service.task_types.values())
@@ -183,16 +209,16 @@ class Gateway:
         await _json(send, 200 if ok else 503, {"status": "ok" if ok else "starting"})
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._authorised(_headers(scope)):
-            await _json(send, 401, {"error": {"message": "send the gateway token as a Bearer token",
+        if not await self._authorised(_headers(scope)):
+            await _json(send, 401, {"error": {"message": "send a virtual key or the gateway token as a Bearer token",
                                               "type": "authentication_error"}})
             return
         await _respond(send, 200, self.metrics.render(), [(b"content-type", METRICS_CONTENT_TYPE.encode())])
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
-        if not self._authorised(headers):
-            await _json(send, 401, {"error": {"message": "send the gateway token as a Bearer token or x-api-key",
+        if not await self._authorised(headers):
+            await _json(send, 401, {"error": {"message": "send a virtual key as a Bearer token or x-api-key",
                                               "type": "authentication_error"}})
             return
         assert self.service is not None
@@ -210,14 +236,23 @@ class Gateway:
                                                for i, o in entries]}
         await _json(send, 200, body)
 
-    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
-        if self._token is None:
-            return True
+    async def _authorised(self, headers: dict[bytes, bytes]) -> bool:
+        ok, _ = await self._authenticate(headers)
+        return ok
+
+    async def _authenticate(self, headers: dict[bytes, bytes]) -> tuple[bool, ActiveKey | None]:
+        """(allowed, the virtual key sent). A virtual key that does not verify is refused in every mode,
+        so a typo never turns into unbudgeted spend; the admin token and no-auth mode need no key."""
         given = headers.get(b"x-api-key")
         if given is None:
             auth = headers.get(b"authorization", b"")
             given = auth[7:] if auth[:7].lower() == b"bearer " else b""
-        return hmac.compare_digest(given, self._token)
+        if given.startswith(KEY_PREFIX.encode()) and self.keys is not None:
+            key = await self.keys.verify(given.decode("latin-1"))
+            return key is not None, key
+        if self._token is not None and hmac.compare_digest(given, self._token):
+            return True, None
+        return not self.require_key, None
 
     # ---------------------------------------------------------------- chat
     async def _openai_chat(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -237,10 +272,20 @@ class Gateway:
         assert self.service is not None and self.providers is not None
         t0 = time.perf_counter()
         r = _Request(fmt, fmt_name, _headers(scope), t0, new_id(), ts=utcnow())
-        if not self._authorised(r.headers):
-            await self._error(send, r, WireError(401, "authentication", "this gateway needs its token: send it as "
-                                                 "a Bearer token (OpenAI clients) or x-api-key (Anthropic clients)"))
+        ok, key = await self._authenticate(r.headers)
+        if not ok:
+            await self._error(send, r, WireError(401, "authentication", "this gateway needs a virtual key (unknown "
+                                                 "or revoked keys are refused): create one with `mcp-prism keys "
+                                                 "create --team T` and send it as a Bearer token (OpenAI clients) "
+                                                 "or x-api-key (Anthropic clients)"))
             return
+        if key is not None:  # the key's labels win; the headers fill only what the key leaves open
+            r.key_id, r.team = key.id, key.team
+            r.user = key.user or r.header(b"x-prism-user")
+            r.project = key.project or r.header(b"x-prism-project")
+        else:
+            r.user, r.team, r.project = (r.header(b"x-prism-user"), r.header(b"x-prism-team"),
+                                         r.header(b"x-prism-project"))
         try:
             body = await _read_body(receive)
             data = json.loads(body)
@@ -267,8 +312,56 @@ class Gateway:
             return
         r.decision = d
         r.text = text
+        assert self.enforcer is not None
+        budgets = await self.enforcer.applicable(r.key_id, r.user, r.team, r.project) if self.enforcer.any else ()
+        if budgets:
+            if d.rule_id is not None and self.enforcer.near_limit(list(budgets)):
+                d = r.decision = await self._downgrade(d)
+            estimate = estimate_pico(self.service.catalog.prices_at(d.model.name), len(body), output_allowance(data))
+            try:
+                r.reservation = await self.enforcer.reserve(list(budgets), estimate)
+            except BudgetExceeded as e:
+                await self._error(send, r, WireError(429, "rate_limited", e.message, retry_after=e.retry_after))
+                return
+        try:
+            await self._forward(scope, receive, send, r, data, d)
+        finally:
+            if r.reservation is not None:  # shielded: a cancelled handler must still release what it holds
+                await asyncio.shield(self.enforcer.settle(r.reservation, r.actual_pico, r.actual_tokens))
+
+    async def _downgrade(self, d: RouteDecision) -> RouteDecision:
+        """Near a soft limit (budgets with `downgrade`): the next cheaper model among the rule's own models
+        (primary, fallbacks, upgrades: models its author vetted for the task), in the same or a lower tier,
+        with the capabilities the rule requires. Unchanged when there is none."""
+        assert self.service is not None
+        cat = self.service.catalog
+        rule = (await self.service.rules())[d.task_type].rule
+        here = cat.prices_at(d.model.name)
+        if here is None:
+            return d
+        probe = (here.input.base, here.output.base)
+        best, best_price = None, None
+        for name in rule.models():
+            spec = cat.resolve(name)
+            prices = cat.prices_at(spec.name)
+            if (spec.name == d.model.name or prices is None or spec.tier > d.model.tier
+                    or not rule.required_capabilities <= spec.capabilities):
+                continue
+            price = (prices.input.base, prices.output.base)
+            if price[0] + price[1] < probe[0] + probe[1] and (best_price is None
+                                                               or price[0] + price[1] > best_price[0] + best_price[1]):
+                best, best_price = spec, price
+        if best is None:
+            return d
+        return RouteDecision(best, d.task_type, d.rule_id, d.rule_version,
+                             f"{d.reason}; downgraded to {best.name}: a budget is near its soft limit")
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, r: _Request, data: dict[str, Any],
+                       d: RouteDecision) -> None:
+        assert self.service is not None and self.providers is not None
+        fmt = r.fmt
         if self._capture_any if not d.task_type else self.service.task_types[d.task_type].capture_samples:
-            r.prompt, r.response_text = text, []
+            r.prompt, r.response_text = r.text, []
         provider = self.service.catalog.providers[d.model.provider]
         pfmt = FORMATS[provider.format]
         stream = data.get("stream") is True
@@ -475,15 +568,40 @@ class Gateway:
         latency = (time.perf_counter() - r.t0) * 1000
         ttft = min(r.ttft_ms, latency) if r.ttft_ms is not None else None
         tokens = usage.tokens()
-        self.recorder.record(Outcome(
+        if r.reservation is not None:
+            cost = self.service.catalog.cost(d.model.name, tokens, r.ts)  # type: ignore[union-attr]
+            r.actual_pico = to_picodollars(cost.usd) if cost.usd is not None else 0
+            r.actual_tokens = tokens.input_tokens + tokens.output_tokens
+        self.recorder.record(_KeyedOutcome(
             id=r.id, ts=r.ts, task_type=d.task_type, model=d.model.name, provider=d.model.provider, tokens=tokens,
             status=status, latency_ms=latency, upstream_ms=r.upstream_s * 1000,
             route="passthrough" if FORMATS[self.service.catalog.providers[d.model.provider].format] is r.fmt  # type: ignore[union-attr]
             else "translated", ttft_ms=ttft, error_type=error_type, rule_id=d.rule_id, rule_version=d.rule_version,
-            user=r.header(b"x-prism-user"), team=r.header(b"x-prism-team"), project=r.header(b"x-prism-project"),
+            user=r.user, team=r.team, project=r.project,
             prompt=r.prompt, text=r.text if not d.task_type else None,
-            response="".join(r.response_text) if r.response_text is not None else None,
+            response="".join(r.response_text) if r.response_text is not None else None, api_key_id=r.key_id,
         ))
+
+    def _budget_level(self, b: Budget, remaining: int | None) -> None:
+        if remaining is not None:
+            self.metrics.budget_remaining.labels(b.scope, b.subject, b.period).set(remaining / 1e12)
+
+    def _budget_rejected(self, b: Budget, reason: str) -> None:
+        self.metrics.budget_rejections.labels(b.scope, b.subject, b.period, reason).inc()
+
+
+@dataclass(slots=True)
+class _KeyedOutcome(Outcome):
+    api_key_id: str | None = None
+
+
+class _KeyedRecorder(Recorder):
+    """Carries the virtual key's id into the usage event (until `Outcome` has the field itself)."""
+
+    def _event(self, o: Outcome) -> Any:
+        ev = super()._event(o)
+        ev.api_key_id = getattr(o, "api_key_id", None)
+        return ev
 
 
 # ---------------------------------------------------------------- stream helpers

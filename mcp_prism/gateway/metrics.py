@@ -47,6 +47,13 @@ class Metrics:
                                   ("route",), buckets=OVERHEAD_BUCKETS, registry=r)
         self.in_flight = Gauge("prism_gateway_in_flight_requests", "Chat requests being served now", registry=r)
         self.queue = Gauge("prism_gateway_recorder_queue", "Usage events waiting to be written", registry=r)
+        self.budget_remaining = Gauge("prism_budget_remaining_usd",
+                                      "What is left of a budget in its current window (hard limit, else soft, "
+                                      "minus spent and reserved), as last seen by this replica",
+                                      ("scope", "subject", "period"), registry=r)
+        self.budget_rejections = Counter("prism_budget_rejections",
+                                         "Requests refused by a budget (reason: budget, rpm, tpm)",
+                                         ("scope", "subject", "period", "reason"), registry=r)
         self.dropped = Counter("prism_gateway_recorder_dropped_events",
                                "Usage events given up after the store refused them repeatedly", registry=r)
 

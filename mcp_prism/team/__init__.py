@@ -1,0 +1,1 @@
+"""Team scale: virtual API keys (`keys.py`) and budgets with their enforcement ledger (`budgets.py`)."""

@@ -1,0 +1,354 @@
+"""Budgets over the store: setting them, their status, and the gateway's enforcement ledger.
+
+Enforcement (`Enforcer`) before the upstream call reserves the request's estimated cost on every USD
+budget that applies (its key, user, team, project) in ONE transaction: per budget a conditional
+`UPDATE budget_spend ... WHERE spent + reserved + estimate <= hard`, so either every budget admits the
+request or none is touched. After the answer (or an error, or a disconnect) one more transaction
+settles: reserved -= estimate, spent += actual. Because admission compares against spend AND every
+reservation in flight, across processes sharing the database, the settled spend can pass the hard
+limit only by what admitted requests cost beyond their estimates (0 when they stay within their
+max_tokens and the body-bytes/4 prompt estimate).
+
+Rate limits (rpm, tpm) are sliding windows in this process: each gateway replica counts its own.
+The budget list is cached for `BUDGET_CACHE_TTL_S` seconds, so a new or changed budget reaches a running
+gateway within that time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import aiosqlite
+from pydantic import BaseModel, Field
+
+from mcp_prism.core.budgets import (
+    PERIODS,
+    SCOPES,
+    Budget,
+    RateWindow,
+    exhausted_message,
+    pico,
+    retry_after_s,
+    state_of,
+    usd,
+    window,
+    window_key,
+)
+from mcp_prism.core.usage import iso, utcnow
+from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.store.sqlite import Store
+
+log = logging.getLogger(__name__)
+
+BUDGET_CACHE_TTL_S = 5.0
+_COLUMNS = "id, scope, subject, period, soft_limit_usd, hard_limit_usd, rpm, tpm, downgrade"
+
+
+class BudgetView(BaseModel):
+    """A budget and where its current window stands."""
+
+    id: int
+    scope: str = Field(description="key | user | team | project")
+    subject: str = Field(description="The key id, user, team or project name")
+    period: str = Field(description="day | week | month (UTC windows; weeks start on Monday)")
+    soft_limit_usd: Decimal | None = Field(default=None, description="Crossing it raises an alert once per window")
+    hard_limit_usd: Decimal | None = Field(default=None, description="Requests that could pass it get a 429")
+    rpm: int | None = Field(default=None, description="Requests per minute (per gateway replica)")
+    tpm: int | None = Field(default=None, description="Tokens per minute (per gateway replica)")
+    downgrade: bool = Field(default=False, description="Near the soft limit, route to a cheaper model of the rule")
+    window_start: str
+    resets_at: str
+    spent_usd: Decimal
+    reserved_usd: Decimal = Field(description="Estimated cost held by requests in flight")
+    remaining_usd: Decimal | None = Field(default=None, description="Hard (else soft) limit minus spent and reserved")
+    requests: int = Field(description="Requests admitted in this window")
+    state: str = Field(description="ok | soft_exceeded | exhausted")
+
+
+class BudgetList(BaseModel):
+    budgets: list[BudgetView]
+
+
+def _money(value: Any, what: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidInput(f"{what} must be a number of US dollars like 25 or 2.50, not {value!r}") from None
+    if not d.is_finite() or d < 0:
+        raise InvalidInput(f"{what} must be zero or more US dollars, not {value!r}")
+    return d
+
+
+def _budget(row: sqlite3.Row) -> Budget:
+    return Budget(id=row["id"], scope=row["scope"], subject=row["subject"], period=row["period"],
+                  soft_pico=pico(_money(row["soft_limit_usd"], "soft")),
+                  hard_pico=pico(_money(row["hard_limit_usd"], "hard")),
+                  rpm=row["rpm"], tpm=row["tpm"], downgrade=bool(row["downgrade"]))
+
+
+def _view(b: Budget, spent: int, reserved: int, requests: int, now: datetime) -> BudgetView:
+    start, end = window(b.period, now)
+    remaining = b.remaining_pico(spent, reserved)
+    return BudgetView(
+        id=b.id, scope=b.scope, subject=b.subject, period=b.period,
+        soft_limit_usd=None if b.soft_pico is None else usd(b.soft_pico),
+        hard_limit_usd=None if b.hard_pico is None else usd(b.hard_pico), rpm=b.rpm, tpm=b.tpm,
+        downgrade=b.downgrade, window_start=window_key(start), resets_at=iso(end), spent_usd=usd(spent),
+        reserved_usd=usd(reserved), remaining_usd=None if remaining is None else usd(remaining), requests=requests,
+        state=state_of(b, spent, reserved))
+
+
+class BudgetService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def set_budget(self, scope: str, subject: str, period: str = "month", *,
+                         soft_limit_usd: Decimal | str | float | None = None,
+                         hard_limit_usd: Decimal | str | float | None = None, rpm: int | None = None,
+                         tpm: int | None = None, downgrade: bool = False) -> BudgetView:
+        """Create or replace the budget of (scope, subject, period); its spend so far is kept."""
+        if scope not in SCOPES:
+            raise InvalidInput(f"unknown budget scope {scope!r}: use one of {', '.join(SCOPES)}")
+        if period not in PERIODS:
+            raise InvalidInput(f"unknown budget period {period!r}: use one of {', '.join(PERIODS)}")
+        subject = (subject or "").strip()
+        if not subject:
+            raise InvalidInput(f"name the {scope} the budget is for (for a key: its id from `mcp-prism keys list`)")
+        soft, hard = _money(soft_limit_usd, "soft_limit_usd"), _money(hard_limit_usd, "hard_limit_usd")
+        for what, v in (("rpm", rpm), ("tpm", tpm)):
+            if v is not None and v < 1:
+                raise InvalidInput(f"{what} must be at least 1 (leave it out for no limit)")
+        if soft is None and hard is None and rpm is None and tpm is None:
+            raise InvalidInput("a budget needs at least one limit: soft_limit_usd, hard_limit_usd, rpm or tpm")
+        if soft is not None and hard is not None and soft > hard:
+            raise InvalidInput(f"the soft limit ${soft} is above the hard limit ${hard}: the soft limit warns first")
+        if scope == "key" and not await self.store.fetch("SELECT 1 FROM api_keys WHERE id = ?", (subject,)):
+            known = [r["id"] for r in await self.store.fetch("SELECT id FROM api_keys WHERE revoked_at IS NULL")]
+            raise UnknownName("key", subject, known)
+        now = iso(utcnow())
+
+        async def work(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO budgets (scope, subject, period, soft_limit_usd, hard_limit_usd, rpm, tpm, downgrade, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, subject, period) "
+                "DO UPDATE SET soft_limit_usd = excluded.soft_limit_usd, hard_limit_usd = excluded.hard_limit_usd, "
+                "rpm = excluded.rpm, tpm = excluded.tpm, downgrade = excluded.downgrade, "
+                "updated_at = excluded.updated_at",
+                (scope, subject, period, None if soft is None else str(soft), None if hard is None else str(hard),
+                 rpm, tpm, int(downgrade), now, now))
+
+        await self.store.transaction(work)
+        found = await self.budget_status(scope=scope, subject=subject, period=period)
+        return found.budgets[0]
+
+    async def budget_status(self, *, scope: str | None = None, subject: str | None = None,
+                            period: str | None = None, at: datetime | None = None) -> BudgetList:
+        """Every budget matching the filters, with spent, reserved and remaining in its current window."""
+        now = at or utcnow()
+        sql, params = f"SELECT {_COLUMNS} FROM budgets WHERE 1 = 1", []
+        for col, v in (("scope", scope), ("subject", subject), ("period", period)):
+            if v:
+                sql += f" AND {col} = ?"
+                params.append(v)
+        budgets = [_budget(r) for r in await self.store.fetch(sql + " ORDER BY scope, subject, period", params)]
+        if not budgets and (scope or subject or period):
+            what = " ".join(x for x in (scope, subject, period) if x)
+            raise InvalidInput(f"no budget for {what}: set one with `mcp-prism budget set` (MCP: set_budget)")
+        out = []
+        for b in budgets:
+            rows = await self.store.fetch(
+                "SELECT spent_pico, reserved_pico, requests FROM budget_spend WHERE budget_id = ? AND window_start = ?",
+                (b.id, window_key(window(b.period, now)[0])))
+            spent, reserved, requests = tuple(rows[0]) if rows else (0, 0, 0)
+            out.append(_view(b, spent, reserved, requests, now))
+        return BudgetList(budgets=out)
+
+
+# ---------------------------------------------------------------- enforcement (the gateway's request path)
+class BudgetExceeded(Exception):
+    """A budget refused the request: `message` says which, how much is left and when it resets."""
+
+    def __init__(self, budget: Budget, reason: str, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.budget, self.reason, self.message, self.retry_after = budget, reason, message, retry_after
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What one admitted request holds: settle it exactly once."""
+
+    budgets: list[Budget]
+    estimate: int
+    windows: list[str] = field(default_factory=list)  # the window each money budget reserved in
+    settled: bool = False
+
+
+class Enforcer:
+    """Budgets on the gateway's request path: cached budget list, rate windows, reserve and settle."""
+
+    def __init__(self, store: Store, *, ttl: float = BUDGET_CACHE_TTL_S,
+                 on_level: Any = None, on_reject: Any = None) -> None:
+        self.store, self.ttl = store, ttl
+        self._by_subject: dict[tuple[str, str], list[Budget]] = {}
+        self._loaded = -1e9
+        self._rates: dict[int, RateWindow] = {}
+        self._near: dict[int, bool] = {}  # last level seen per budget (for downgrade), per replica
+        self.on_level = on_level  # (budget, remaining_pico | None) -> None: the metrics gauge
+        self.on_reject = on_reject  # (budget, reason) -> None: the rejections counter
+        self.any = False
+
+    async def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._loaded < self.ttl:
+            return
+        self._loaded = now
+        rows = await self.store.fetch(f"SELECT {_COLUMNS} FROM budgets")
+        by: dict[tuple[str, str], list[Budget]] = {}
+        for r in rows:
+            b = _budget(r)
+            by.setdefault((b.scope, b.subject), []).append(b)
+        self._by_subject, self.any = by, bool(by)
+
+    async def applicable(self, key_id: str | None, user: str | None, team: str | None,
+                         project: str | None) -> list[Budget]:
+        await self.refresh()
+        if not self.any:
+            return []
+        out: list[Budget] = []
+        for scope, subject in (("key", key_id), ("user", user), ("team", team), ("project", project)):
+            if subject:
+                out += self._by_subject.get((scope, subject), ())
+        return out
+
+    def near_limit(self, budgets: list[Budget]) -> bool:
+        """Some budget asking for downgrades is near its soft limit (as last seen by this replica)."""
+        return any(b.downgrade and self._near.get(b.id, False) for b in budgets)
+
+    async def reserve(self, budgets: list[Budget], estimate: int, now: datetime | None = None) -> Reservation:
+        """Admit the request on every budget or raise BudgetExceeded (then nothing is held)."""
+        mono = time.monotonic()
+        for b in budgets:
+            if b.rpm is not None or b.tpm is not None:
+                hit = self._rates.setdefault(b.id, RateWindow()).check(b.rpm, b.tpm, mono)
+                if hit is not None:
+                    reason, wait = hit
+                    limit = b.rpm if reason == "rpm" else b.tpm
+                    what = "requests" if reason == "rpm" else "tokens"
+                    self._reject(b, reason)
+                    raise BudgetExceeded(b, reason, f"the rate limit of {b.scope} {b.subject} is reached: {limit} "
+                                         f"{what} per minute (counted by this gateway replica); retry in "
+                                         f"{max(1, round(wait))} s", max(1.0, wait))
+        money = [b for b in budgets if b.money]
+        res = Reservation(budgets, estimate)
+        if money:
+            when = now or utcnow()
+            windows = [window_key(window(b.period, when)[0]) for b in money]
+
+            async def work(conn: aiosqlite.Connection) -> list[tuple[int, int]]:
+                seen = []
+                for b, w in zip(money, windows, strict=True):
+                    await conn.execute("INSERT OR IGNORE INTO budget_spend (budget_id, window_start) VALUES (?, ?)",
+                                       (b.id, w))
+                    sql = ("UPDATE budget_spend SET reserved_pico = reserved_pico + ?, requests = requests + 1 "
+                           "WHERE budget_id = ? AND window_start = ?")
+                    params: tuple[Any, ...] = (estimate, b.id, w)
+                    if b.hard_pico is not None:
+                        sql += " AND spent_pico + reserved_pico + ? <= ?"
+                        params += (estimate, b.hard_pico)
+                    rows = list(await conn.execute_fetchall(sql + " RETURNING spent_pico, reserved_pico", params))
+                    if not rows:
+                        raise _Refused(b)  # the store rolls back every reservation made above
+                    seen.append((rows[0][0], rows[0][1]))
+                return seen
+
+            try:
+                result = await self.store.transaction(work)
+            except _Refused as refused:
+                b = refused.budget
+                w = windows[money.index(b)]
+                rows = await self.store.fetch("SELECT spent_pico, reserved_pico FROM budget_spend "
+                                              "WHERE budget_id = ? AND window_start = ?", (b.id, w))
+                spent, reserved = tuple(rows[0]) if rows else (0, 0)
+                resets = window(b.period, when)[1]
+                self._level(b, spent, reserved)
+                self._reject(b, "budget")
+                raise BudgetExceeded(b, "budget", exhausted_message(b, spent, reserved, estimate, resets),
+                                     retry_after_s(resets, when)) from None
+            for b, (spent, reserved) in zip(money, result, strict=True):
+                self._level(b, spent, reserved)
+            res.windows = windows
+        for b in budgets:
+            if b.rpm is not None or b.tpm is not None:
+                self._rates[b.id].admit(mono)
+        return res
+
+    async def settle(self, res: Reservation, actual: int, tokens: int) -> None:
+        """Release the estimate and book the actual cost (0 for a request that failed before an answer);
+        raise the soft-limit alert once per window."""
+        if res.settled:
+            return
+        res.settled = True
+        mono = time.monotonic()
+        for b in res.budgets:
+            if b.tpm is not None:
+                self._rates.setdefault(b.id, RateWindow()).used(tokens, mono)
+        money = [b for b in res.budgets if b.money]
+        if not money:
+            return
+
+        async def work(conn: aiosqlite.Connection) -> list[tuple[int, int]]:
+            seen = []
+            for b, w in zip(money, res.windows, strict=True):
+                rows = list(await conn.execute_fetchall(
+                    "UPDATE budget_spend SET reserved_pico = MAX(0, reserved_pico - ?), spent_pico = spent_pico + ? "
+                    "WHERE budget_id = ? AND window_start = ? RETURNING spent_pico, reserved_pico",
+                    (res.estimate, actual, b.id, w)))
+                spent, reserved = (rows[0][0], rows[0][1]) if rows else (0, 0)
+                seen.append((spent, reserved))
+                if b.soft_pico is not None and spent >= b.soft_pico:
+                    cur = await conn.execute("UPDATE budget_spend SET soft_alerted = 1 WHERE budget_id = ? "
+                                             "AND window_start = ? AND soft_alerted = 0", (b.id, w))
+                    if cur.rowcount == 1:
+                        await conn.execute(
+                            "INSERT INTO alerts (ts, kind, task_type, message, details) VALUES (?, ?, NULL, ?, ?)",
+                            (iso(utcnow()), "budget_soft_limit",
+                             f"{b.label()} passed its soft limit: ${usd(spent)} spent of a ${usd(b.soft_pico)} "
+                             f"soft limit" + (f" (hard limit ${usd(b.hard_pico)})" if b.hard_pico else ""),
+                             json.dumps({"budget_id": b.id, "scope": b.scope, "subject": b.subject,
+                                         "period": b.period, "window_start": w, "spent_usd": str(usd(spent)),
+                                         "soft_limit_usd": str(usd(b.soft_pico))})))
+            return seen
+
+        try:
+            seen = await self.store.transaction(work)
+        except Exception as e:  # the reservation stays held until the window ends: say so loudly
+            log.error("could not settle a budget reservation of $%s (it stays reserved in this window): %s",
+                      usd(res.estimate), e)
+            return
+        for b, (spent, reserved) in zip(money, seen, strict=True):
+            self._level(b, spent, reserved)
+
+    def _level(self, b: Budget, spent: int, reserved: int) -> None:
+        self._near[b.id] = b.near_soft(spent + reserved)
+        if self.on_level is not None:
+            self.on_level(b, b.remaining_pico(spent, reserved))
+
+    def _reject(self, b: Budget, reason: str) -> None:
+        if self.on_reject is not None:
+            self.on_reject(b, reason)
+
+
+class _Refused(Exception):
+    def __init__(self, budget: Budget) -> None:
+        super().__init__(budget.label())
+        self.budget = budget
+
