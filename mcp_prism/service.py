@@ -20,7 +20,7 @@ from mcp_prism.core.catalog import Catalog, ModelSpec
 from mcp_prism.core.classify import Classifier, assess_complexity
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.report import Totals, monthly, pct, repriced
-from mcp_prism.core.routing import DEFAULT_PROFILES, FALLBACK_PROFILE, choose_model, default_rule_for
+from mcp_prism.core.routing import DEFAULT_PROFILES, FALLBACK_PROFILE, OUTPUT_HEADROOM, choose_model, default_rule_for
 from mcp_prism.core.rules import DEFAULT_RULES, RoutingRule, parse_rule
 from mcp_prism.core.tasks import TaskTypeSpec, Tier
 from mcp_prism.core.usage import QUALITY_SOURCES, SOURCES, STATUSES, UsageEvent, parse_iso, utcnow
@@ -71,6 +71,7 @@ class RouteDecision:
     rule_id: str | None  # the task type whose rule decided; None when the client named the model
     rule_version: int | None
     reason: str
+    fallbacks: tuple[ModelSpec, ...] = ()  # the rule's fallbacks that fit the request, in order
 
 
 @dataclass(slots=True)
@@ -289,7 +290,11 @@ class PrismService:
         cx = assess_complexity(text, context_tokens)
         choice = choose_model(active.rule, self.catalog, boost=cx.boost, context_tokens=context_tokens,
                               profile=profile, alternatives=False)
-        return RouteDecision(choice.model, task, task, active.version, f"{reason}; {choice.reasons[-1]}")
+        needed = context_tokens + OUTPUT_HEADROOM if context_tokens else 0
+        fallbacks = tuple(m for m in (self.catalog.resolve(n) for n in active.rule.fallbacks)
+                          if m.name != choice.model.name and m.context_window >= needed
+                          and active.rule.required_capabilities <= m.capabilities)
+        return RouteDecision(choice.model, task, task, active.version, f"{reason}; {choice.reasons[-1]}", fallbacks)
 
     # ---------------------------------------------------------------- compare_models
     async def compare_models(self, task_type: str | None = None, models: Sequence[str] | None = None, *,

@@ -3,6 +3,7 @@ port, fake providers speaking each provider's wire format behind it, and a real 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from fakes import FakeProviders, run_fake_providers
 
 from mcp_prism.config import Settings
 from mcp_prism.gateway import build_gateway
+from mcp_prism.service import PrismService
 
 KEYS = {"OPENAI_API_KEY": "sk-openai-SECRET-0001", "ANTHROPIC_API_KEY": "sk-ant-SECRET-0002",
         "GEMINI_API_KEY": "gm-SECRET-0003"}
@@ -42,14 +44,17 @@ WEATHER_TOOL_ANTHROPIC = {"name": "get_weather", "description": "Weather in a ci
 class RunningGateway:
     """The gateway app under uvicorn in a background thread, on its own event loop."""
 
-    def __init__(self, home: Path, fake: FakeProviders, *, token: str | None = None, timeout: float = 2.0) -> None:
+    def __init__(self, home: Path, fake: FakeProviders, *, token: str | None = None, timeout: float = 2.0,
+                 google_url: str | None = None) -> None:
         home.mkdir(parents=True, exist_ok=True)
         (home / "config.toml").write_text(
             f'[providers.openai]\nbase_url = "{fake.base_url}/v1"\n'
             f'[providers.anthropic]\nbase_url = "{fake.base_url}/v1"\n'
-            f'[providers.google]\nbase_url = "{fake.base_url}/v1beta"\n'
+            f'[providers.google]\nbase_url = "{google_url or fake.base_url + "/v1beta"}"\n'
             f'[task_types.ticket_classification]\ncapture_samples = true\n'
-            f"[gateway]\nupstream_timeout_seconds = {timeout}\n")
+            f"[gateway]\nupstream_timeout_seconds = {timeout}\n"
+            # retries and fallbacks are tested in tests/test_resilience.py and below; here errors pass straight on
+            f"[gateway.retries]\nattempts = 1\n")
         self.settings = Settings.from_env({}, home=home)
         self.app = build_gateway(self.settings, token=token, env=KEYS, flush_interval=0.05)
         self.port = free_port()
@@ -470,3 +475,28 @@ def test_answer_cut_before_its_end_is_a_502_and_recorded(tmp_path: Path) -> None
             assert g.event(_rid(e.value.response.headers))["status"] == "provider_error"
     finally:
         listener.close()
+
+
+def test_a_provider_down_falls_back_to_the_rules_next_model(fake: FakeProviders, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    down = f"http://127.0.0.1:{free_port()}/v1beta"  # nothing listens there: Gemini is "down"
+    settings_home = RunningGateway(home, fake, google_url=down).settings  # writes the config
+
+    async def set_rule() -> None:
+        svc = await PrismService.open(settings_home)
+        try:
+            await svc.update_routing_rule({"task_type": "ticket_classification", "primary": "gemini-2.5-flash",
+                                           "fallbacks": ["gpt-5-nano"]}, author="test", reason="fallback test")
+        finally:
+            await svc.close()
+
+    asyncio.run(set_rule())
+    with RunningGateway(home, fake, google_url=down) as g:
+        raw = g.openai().chat.completions.with_raw_response.create(
+            model="prism/ticket_classification", messages=[{"role": "user", "content": "which queue?"}])
+        assert raw.parse().choices[0].message.content == "echo: which queue?"
+        assert raw.headers["x-prism-model"] == "gpt-5-nano"
+        ev = g.event(_rid(raw.headers))
+        assert ev["model"] == "gpt-5-nano" and ev["status"] == "ok" and ev["rule_id"] == "ticket_classification"
+        metrics = httpx.get(f"{g.url}/metrics").text
+    assert 'prism_gateway_retries_total{kind="fallback",model="gpt-5-nano",provider="openai"}' in metrics

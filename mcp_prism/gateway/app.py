@@ -23,13 +23,14 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
 import httpx
 
 from mcp_prism.core.budgets import estimate_pico, output_allowance
+from mcp_prism.core.catalog import ModelSpec
 from mcp_prism.core.pricing import to_picodollars
 from mcp_prism.core.usage import new_id, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
@@ -40,6 +41,16 @@ from mcp_prism.providers.client import ProviderClient
 from mcp_prism.providers.formats import anthropic as anthropic_format
 from mcp_prism.providers.formats import gemini as gemini_format
 from mcp_prism.providers.formats import openai as openai_format
+from mcp_prism.providers.resilience import (
+    CIRCUIT_STATE_VALUE,
+    Attempt,
+    CircuitBreaker,
+    Resilience,
+    RetryPolicy,
+    from_config,
+    ordered_targets,
+    send_resilient,
+)
 from mcp_prism.providers.sse import SSEDecoder, encode_sse
 from mcp_prism.providers.wire import ChatResponse, StreamEnd, Text, TextDelta, Usage, WireError
 from mcp_prism.service import AUTO, TASK_PREFIX, PrismService, RouteDecision
@@ -117,11 +128,15 @@ class _Request:
 class Gateway:
     def __init__(self, service_factory: Callable[[], Awaitable[PrismService]], *, token: str | None = None,
                  env: Mapping[str, str] | None = None, flush_interval: float = 0.2,
-                 upstream_timeout: float = 300.0, no_auth: bool | None = None) -> None:
+                 upstream_timeout: float = 300.0, no_auth: bool | None = None,
+                 resilience: Resilience | None = None) -> None:
         """`no_auth` None keeps the behaviour of callers from before virtual keys: open without a token."""
         self._timeout = httpx.Timeout(connect=min(10.0, upstream_timeout), read=upstream_timeout, write=30.0,
                                       pool=10.0)
         self._factory = service_factory
+        self._resilience = resilience  # tests inject one (fast backoff, fake clock); else from the config file
+        self.retry_policy = RetryPolicy()
+        self.breaker = CircuitBreaker()
         self._token = token.encode() if token else None
         self.require_key = (not no_auth) if no_auth is not None else token is not None
         self.keys: KeyCache | None = None
@@ -147,6 +162,8 @@ class Gateway:
     async def startup(self) -> None:
         self.service = await self._factory()
         self.providers = ProviderClient(self.service.catalog, self._env, timeout=self._timeout)
+        settings = self.service.settings
+        self.retry_policy, self.breaker = self._resilience or from_config(settings.user_config if settings else {})
         missing = [p for p in self.service.catalog.providers if not self.providers.has_key(p)]
         if missing:
             log.info("no API key in the environment for: %s (requests routed there get an error naming the "
@@ -213,6 +230,8 @@ class Gateway:
             await _json(send, 401, {"error": {"message": "send a virtual key or the gateway token as a Bearer token",
                                               "type": "authentication_error"}})
             return
+        for (provider, model), state in self.breaker.states().items():  # open -> half-open is time: read it now
+            self.metrics.circuit_state.labels(provider, model).set(CIRCUIT_STATE_VALUE[state])
         await _respond(send, 200, self.metrics.render(), [(b"content-type", METRICS_CONTENT_TYPE.encode())])
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -362,39 +381,53 @@ class Gateway:
         fmt = r.fmt
         if self._capture_any if not d.task_type else self.service.task_types[d.task_type].capture_samples:
             r.prompt, r.response_text = r.text, []
-        provider = self.service.catalog.providers[d.model.provider]
-        pfmt = FORMATS[provider.format]
+        cat = self.service.catalog
         stream = data.get("stream") is True
-        client_usage = True
-        try:
-            if pfmt is fmt:
-                data["model"] = d.model.name
-                if stream and fmt is openai_format:
-                    opts = data.get("stream_options")
-                    opts = opts if isinstance(opts, dict) else {}
-                    client_usage = opts.get("include_usage") is True
-                    data["stream_options"] = {**opts, "include_usage": True}  # we need usage to record it
-                out = json.dumps(data, separators=(",", ":")).encode()
-                extra = {k.decode(): v.decode("latin-1") for k in FORWARDED_ANTHROPIC_HEADERS
-                         if (v := r.headers.get(k)) is not None} if fmt is anthropic_format else None
-            else:
-                neutral = fmt.parse_request(data)
-                if "reasoning" not in d.model.capabilities:  # non-reasoning models reject the parameter
-                    neutral.reasoning_effort = None
-                client_usage = bool(getattr(neutral, "stream_usage", False)) or fmt is not openai_format
-                out = json.dumps(pfmt.build_request(neutral, d.model.name), separators=(",", ":")).encode()
-                extra = None
-            request = self.providers.request(provider.name, d.model.name, out, stream=stream, extra_headers=extra)
+        targets = ordered_targets(d.model, d.fallbacks, name=lambda m: m.name)
+        # Decided once from the client's own body (each target's copy may ask the provider for usage).
+        opts = data.get("stream_options")
+        opts = opts if isinstance(opts, dict) else {}
+        extra = {k.decode(): v.decode("latin-1") for k in FORWARDED_ANTHROPIC_HEADERS
+                 if (v := r.headers.get(k)) is not None} if fmt is anthropic_format else None
+        try:  # a malformed request is the client's error: found once here, not once per target
+            neutral = fmt.parse_request(data) if any(FORMATS[cat.providers[m.provider].format] is not fmt
+                                                     for m in targets) else None
         except WireError as e:
-            await self._error(send, r, e, record=e.status >= 500)
+            await self._error(send, r, e)
             return
+        client_usage: dict[str, bool] = {}
+
+        def build(m: ModelSpec) -> httpx.Request:
+            pfmt = FORMATS[cat.providers[m.provider].format]
+            if pfmt is fmt:
+                body = {**data, "model": m.name}
+                client_usage[m.name] = True
+                if stream and fmt is openai_format:
+                    client_usage[m.name] = opts.get("include_usage") is True
+                    body["stream_options"] = {**opts, "include_usage": True}  # we need usage to record it
+                out = json.dumps(body, separators=(",", ":")).encode()
+                return self.providers.request(m.provider, m.name, out, stream=stream,  # type: ignore[union-attr]
+                                              extra_headers=extra)
+            assert neutral is not None
+            # non-reasoning models reject the parameter
+            req = neutral if "reasoning" in m.capabilities else replace(neutral, reasoning_effort=None)
+            client_usage[m.name] = bool(getattr(neutral, "stream_usage", False)) or fmt is not openai_format
+            out = json.dumps(pfmt.build_request(req, m.name), separators=(",", ":")).encode()
+            return self.providers.request(m.provider, m.name, out, stream=stream)  # type: ignore[union-attr]
+
         t_up = time.perf_counter()
         try:
-            resp = await self.providers.send(request)
+            got = await send_resilient(targets, build, self.providers.send, policy=self.retry_policy,
+                                       breaker=self.breaker, key=_deployment, on_attempt=self._on_attempt)
         except WireError as e:
             r.upstream_s = time.perf_counter() - t_up
             await self._error(send, r, e, record=True)
             return
+        resp = got.response
+        if got.target is not d.model:  # a fallback answered: headers, record and cost name the model that did
+            r.decision = d = replace(d, model=got.target, reason=f"{d.reason}; fell back to {got.target.name}")
+        pfmt = FORMATS[cat.providers[got.target.provider].format]
+        usage_wanted = client_usage[got.target.name]
         try:
             if resp.status_code >= 400:
                 raw = await _read_all(resp)
@@ -403,7 +436,7 @@ class Gateway:
                 err.status = resp.status_code  # the client sees the provider's own status code
                 await self._error(send, r, err, record=True)
             elif stream:
-                await self._stream(scope, receive, send, r, resp, pfmt, t_up, client_usage)
+                await self._stream(scope, receive, send, r, resp, pfmt, t_up, usage_wanted)
             else:
                 await self._complete(send, r, resp, pfmt, t_up)
         except WireError as e:  # the provider's answer broke off or stalled before its end
@@ -540,6 +573,10 @@ class Gateway:
             return state.usage(), "provider_error", WireError(502, "provider_error",
                                                               "the provider's stream ended without finishing")
         return state.usage(), "ok", None
+
+    def _on_attempt(self, a: Attempt[ModelSpec]) -> None:
+        if a.kind != "first":
+            self.metrics.retries.labels(a.target.provider, a.target.name, a.kind).inc()
 
     # ---------------------------------------------------------------- responses and recording
     def _prism_headers(self, r: _Request) -> list[tuple[bytes, bytes]]:
@@ -683,6 +720,10 @@ class _PassthroughUsage:
                     if isinstance(content, str):
                         out.append(content)
         return out
+
+
+def _deployment(m: ModelSpec) -> tuple[str, str]:
+    return (m.provider, m.name)
 
 
 def _answer_text(resp: ChatResponse) -> str:

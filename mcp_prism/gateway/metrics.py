@@ -45,6 +45,12 @@ class Metrics:
         self.overhead = Histogram("prism_gateway_overhead_seconds",
                                   "Time spent in the gateway itself (total minus waiting for the provider)",
                                   ("route",), buckets=OVERHEAD_BUCKETS, registry=r)
+        self.retries = Counter("prism_gateway_retries", "Upstream tries beyond a request's first: kind retry (the "
+                               "same deployment again), fallback (the rule's next model) or skipped (circuit open)",
+                               ("provider", "model", "kind"), registry=r)
+        self.circuit_state = Gauge("prism_gateway_circuit_state",
+                                   "Circuit of each provider deployment: 0 closed, 1 half-open, 2 open",
+                                   ("provider", "model"), registry=r)
         self.in_flight = Gauge("prism_gateway_in_flight_requests", "Chat requests being served now", registry=r)
         self.queue = Gauge("prism_gateway_recorder_queue", "Usage events waiting to be written", registry=r)
         self.budget_remaining = Gauge("prism_budget_remaining_usd",
