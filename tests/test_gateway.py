@@ -15,6 +15,7 @@ import threading
 import time
 import types
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,13 @@ WEATHER_TOOL_ANTHROPIC = {"name": "get_weather", "description": "Weather in a ci
 class RunningGateway:
     """The gateway app under uvicorn in a background thread, on its own event loop."""
 
+    _keep_config = False
+
     def __init__(self, home: Path, fake: FakeProviders, *, token: str | None = None, timeout: float = 2.0,
                  google_url: str | None = None) -> None:
         home.mkdir(parents=True, exist_ok=True)
-        (home / "config.toml").write_text(
+        if not self._keep_config:
+            (home / "config.toml").write_text(
             f'[providers.openai]\nbase_url = "{fake.base_url}/v1"\n'
             f'[providers.anthropic]\nbase_url = "{fake.base_url}/v1"\n'
             f'[providers.google]\nbase_url = "{google_url or fake.base_url + "/v1beta"}"\n'
@@ -101,6 +105,12 @@ class RunningGateway:
         client = anthropic.Anthropic(base_url=self.url, api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
         self.clients.append(client)
         return client
+
+
+class _Reopened(RunningGateway):
+    """A gateway over a home whose config.toml a test has already written."""
+
+    _keep_config = True
 
 
 @pytest.fixture(scope="module")
@@ -500,3 +510,25 @@ def test_a_provider_down_falls_back_to_the_rules_next_model(fake: FakeProviders,
         assert ev["model"] == "gpt-5-nano" and ev["status"] == "ok" and ev["rule_id"] == "ticket_classification"
         metrics = httpx.get(f"{g.url}/metrics").text
     assert 'prism_gateway_retries_total{kind="fallback",model="gpt-5-nano",provider="openai"}' in metrics
+
+
+def test_response_cache_serves_repeats_at_zero_cost_with_the_saving(fake: FakeProviders, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    RunningGateway(home, fake)  # writes the base config; add the cache section
+    with (home / "config.toml").open("a") as f:
+        f.write('[cache]\ntask_types = ["ticket_classification"]\nttl_seconds = 600\n')
+    with _Reopened(home, fake) as g:
+        client = g.openai()
+        ask = {"model": "prism/ticket_classification", "messages": [{"role": "user", "content": "route ticket 7"}]}
+        first = client.chat.completions.with_raw_response.create(**ask)
+        calls = len(fake.calls)
+        second = client.chat.completions.with_raw_response.create(**ask)
+        streamed = list(client.chat.completions.create(**ask, stream=True))
+        assert len(fake.calls) == calls  # the repeats never reached the provider
+        assert second.headers["x-prism-cache"] == "hit"
+        assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "echo: route ticket 7"
+        miss, hit = g.event(_rid(first.headers)), g.event(_rid(second.headers))
+    assert Decimal(miss["cost_usd"]) > 0 and miss["cache_hit"] == 0
+    assert hit["cache_hit"] == 1 and Decimal(hit["cost_usd"]) == 0 and Decimal(hit["saved_usd"]) == Decimal(
+        miss["cost_usd"])

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
@@ -34,6 +35,7 @@ from mcp_prism.core.catalog import ModelSpec
 from mcp_prism.core.pricing import to_picodollars
 from mcp_prism.core.usage import new_id, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.gateway.cache import CacheSettings, ResponseCache, cache_key, replay_as_stream
 from mcp_prism.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_prism.gateway.metrics import Metrics
 from mcp_prism.gateway.recorder import Outcome, Recorder
@@ -41,6 +43,7 @@ from mcp_prism.providers.client import ProviderClient
 from mcp_prism.providers.formats import anthropic as anthropic_format
 from mcp_prism.providers.formats import gemini as gemini_format
 from mcp_prism.providers.formats import openai as openai_format
+from mcp_prism.providers.prompt_cache import mark_cache_control
 from mcp_prism.providers.resilience import (
     CIRCUIT_STATE_VALUE,
     Attempt,
@@ -119,6 +122,8 @@ class _Request:
     reservation: Reservation | None = None
     actual_pico: int = 0  # what the answer cost, for settling the reservation
     actual_tokens: int = 0
+    cache_key: str | None = None
+    cache_hit: bool = False
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)
@@ -148,6 +153,8 @@ class Gateway:
         self.providers: ProviderClient | None = None
         self.recorder: Recorder | None = None
         self._capture_any = False
+        self.cache: ResponseCache | None = None
+        self.cache_conf = CacheSettings()
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): self._openai_chat,
             ("POST", "/chat/completions"): self._openai_chat,
@@ -171,10 +178,15 @@ class Gateway:
         self.keys = KeyCache(self.service.store)
         self.enforcer = Enforcer(self.service.store, on_level=self._budget_level, on_reject=self._budget_rejected)
         await self.enforcer.refresh(force=True)
-        self.recorder = _KeyedRecorder(self.service.store, self.service.catalog, self.metrics,
+        self.recorder = Recorder(self.service.store, self.service.catalog, self.metrics,
                                  flush_interval=self._flush_interval, classifier=self.service.classifier,
                                  task_types=self.service.task_types)
         self._capture_any = any(t.capture_samples for t in self.service.task_types.values())
+        self.cache_conf = CacheSettings.from_config(settings.user_config if settings else {},
+                                                    known_task_types=self.service.task_types)
+        self.cache = ResponseCache(self.service.store)
+        if self.cache_conf.task_types:
+            await self.cache.purge_expired()
         self.recorder.start()
 
     async def shutdown(self) -> None:
@@ -331,6 +343,8 @@ class Gateway:
             return
         r.decision = d
         r.text = text
+        if await self._answer_from_cache(send, r, data, d):
+            return
         assert self.enforcer is not None
         budgets = await self.enforcer.applicable(r.key_id, r.user, r.team, r.project) if self.enforcer.any else ()
         if budgets:
@@ -347,6 +361,27 @@ class Gateway:
         finally:
             if r.reservation is not None:  # shielded: a cancelled handler must still release what it holds
                 await asyncio.shield(self.enforcer.settle(r.reservation, r.actual_pico, r.actual_tokens))
+
+    async def _answer_from_cache(self, send: Send, r: _Request, data: dict[str, Any], d: RouteDecision) -> bool:
+        """Serve an opted-in task type's repeated request from the response cache (recorded at $0, with the
+        saving); otherwise remember the key so a good answer is stored."""
+        if self.cache is None or not self.cache_conf.should_cache(d.task_type, data):
+            return False  # a named model's request has no task type yet: never cached
+        r.cache_key = cache_key(r.fmt_name, data, d.model.name, d.task_type, r.project)
+        hit = await self.cache.get(r.cache_key)
+        if hit is None:
+            return False
+        r.cache_hit = True
+        headers = [*self._prism_headers(r), (b"x-prism-cache", b"hit")]
+        if data.get("stream") is True:
+            opts = data.get("stream_options") if isinstance(data.get("stream_options"), dict) else {}
+            wanted = r.fmt is not openai_format or opts.get("include_usage") is True
+            await _respond(send, 200, replay_as_stream(r.fmt_name, json.loads(hit.body), include_usage=wanted),
+                           SSE_HEADERS + headers)
+        else:
+            await _respond(send, 200, hit.body, JSON_HEADERS + headers)
+        self._record(r, Usage(), "ok", saved_usd=hit.saved_usd)
+        return True
 
     async def _downgrade(self, d: RouteDecision) -> RouteDecision:
         """Near a soft limit (budgets with `downgrade`): the next cheaper model among the rule's own models
@@ -396,11 +431,14 @@ class Gateway:
             await self._error(send, r, e)
             return
         client_usage: dict[str, bool] = {}
+        prompt_cache = d.rule_id is not None and (await self.service.rules())[d.task_type].rule.prompt_cache
 
         def build(m: ModelSpec) -> httpx.Request:
             pfmt = FORMATS[cat.providers[m.provider].format]
             if pfmt is fmt:
                 body = {**data, "model": m.name}
+                if prompt_cache and pfmt is anthropic_format:
+                    body = mark_cache_control(body)
                 client_usage[m.name] = True
                 if stream and fmt is openai_format:
                     client_usage[m.name] = opts.get("include_usage") is True
@@ -412,7 +450,10 @@ class Gateway:
             # non-reasoning models reject the parameter
             req = neutral if "reasoning" in m.capabilities else replace(neutral, reasoning_effort=None)
             client_usage[m.name] = bool(getattr(neutral, "stream_usage", False)) or fmt is not openai_format
-            out = json.dumps(pfmt.build_request(req, m.name), separators=(",", ":")).encode()
+            built = pfmt.build_request(req, m.name)
+            if prompt_cache and pfmt is anthropic_format:
+                built = mark_cache_control(built)
+            out = json.dumps(built, separators=(",", ":")).encode()
             return self.providers.request(m.provider, m.name, out, stream=stream)  # type: ignore[union-attr]
 
         t_up = time.perf_counter()
@@ -469,6 +510,11 @@ class Gateway:
             return
         await _respond(send, 200, out, JSON_HEADERS + self._prism_headers(r))
         self._record(r, usage, "ok")
+        if r.cache_key is not None and len(out) <= self.cache_conf.max_entry_bytes:
+            d = r.decision
+            cost = self.service.catalog.cost(d.model.name, usage.tokens(), r.ts).usd  # type: ignore[union-attr]
+            await self.cache.put(r.cache_key, d.task_type, r.project, d.model.name, r.fmt_name,  # type: ignore[union-attr]
+                                 out, usage, cost, self.cache_conf.ttl_for(d.task_type))
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send, r: _Request, resp: httpx.Response,
                       pfmt: ModuleType, t_up: float, client_usage: bool) -> None:
@@ -599,7 +645,8 @@ class Gateway:
         if record and r.decision is not None:
             self._record(r, Usage(), _status_of(err), error_type=err.kind)
 
-    def _record(self, r: _Request, usage: Usage, status: str, *, error_type: str | None = None) -> None:
+    def _record(self, r: _Request, usage: Usage, status: str, *, error_type: str | None = None,
+                saved_usd: Decimal | None = None) -> None:
         d = r.decision
         assert d is not None and self.recorder is not None
         latency = (time.perf_counter() - r.t0) * 1000
@@ -609,7 +656,7 @@ class Gateway:
             cost = self.service.catalog.cost(d.model.name, tokens, r.ts)  # type: ignore[union-attr]
             r.actual_pico = to_picodollars(cost.usd) if cost.usd is not None else 0
             r.actual_tokens = tokens.input_tokens + tokens.output_tokens
-        self.recorder.record(_KeyedOutcome(
+        self.recorder.record(Outcome(
             id=r.id, ts=r.ts, task_type=d.task_type, model=d.model.name, provider=d.model.provider, tokens=tokens,
             status=status, latency_ms=latency, upstream_ms=r.upstream_s * 1000,
             route="passthrough" if FORMATS[self.service.catalog.providers[d.model.provider].format] is r.fmt  # type: ignore[union-attr]
@@ -617,6 +664,7 @@ class Gateway:
             user=r.user, team=r.team, project=r.project,
             prompt=r.prompt, text=r.text if not d.task_type else None,
             response="".join(r.response_text) if r.response_text is not None else None, api_key_id=r.key_id,
+            cache_hit=r.cache_hit, saved_usd=saved_usd,
         ))
 
     def _budget_level(self, b: Budget, remaining: int | None) -> None:
@@ -625,20 +673,6 @@ class Gateway:
 
     def _budget_rejected(self, b: Budget, reason: str) -> None:
         self.metrics.budget_rejections.labels(b.scope, b.subject, b.period, reason).inc()
-
-
-@dataclass(slots=True)
-class _KeyedOutcome(Outcome):
-    api_key_id: str | None = None
-
-
-class _KeyedRecorder(Recorder):
-    """Carries the virtual key's id into the usage event (until `Outcome` has the field itself)."""
-
-    def _event(self, o: Outcome) -> Any:
-        ev = super()._event(o)
-        ev.api_key_id = getattr(o, "api_key_id", None)
-        return ev
 
 
 # ---------------------------------------------------------------- stream helpers

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from mcp_prism.core.catalog import Catalog
+from mcp_prism.core.catalog import Catalog, Cost
 from mcp_prism.core.classify import Classifier
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.tasks import GENERAL, TaskTypeSpec
@@ -51,6 +52,9 @@ class Outcome:
     prompt: str | None = None
     response: str | None = None
     text: str | None = None  # set when task_type is "" : classify this (the last user message) first
+    api_key_id: str | None = None
+    cache_hit: bool = False  # answered from the response cache: costs nothing, saves `saved_usd`
+    saved_usd: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -133,12 +137,15 @@ class Recorder:
             if spec is None or not spec.capture_samples:
                 o.prompt = o.response = None
         cost = self.catalog.cost(o.model, o.tokens, o.ts) if o.model in self.catalog.models else None
+        if o.cache_hit:
+            cost = Cost(Decimal(0), None)
         return UsageEvent(
             task_type=o.task_type, model=o.model, provider=o.provider, tokens=o.tokens,
             latency_ms=round(o.latency_ms, 3), ttft_ms=round(o.ttft_ms, 3) if o.ttft_ms is not None else None,
             cost_usd=cost.usd if cost else None, prices=cost.prices if cost else None, ts=o.ts, status=o.status,
             user=o.user, team=o.team, project=o.project, source="gateway", rule_id=o.rule_id,
-            rule_version=o.rule_version, id=o.id, prompt=o.prompt, response=o.response,
+            rule_version=o.rule_version, id=o.id, prompt=o.prompt, response=o.response, api_key_id=o.api_key_id,
+            cache_hit=o.cache_hit, saved_usd=o.saved_usd,
         )
 
     def _series(self, o: Outcome) -> _Series:
