@@ -4,6 +4,8 @@ Environment:
 - `PRISM_HOME`    folder for the database and config (default `~/.mcp-prism`)
 - `PRISM_DB`      database file (default `$PRISM_HOME/prism.db`)
 - `PRISM_CONFIG`  config file (default `$PRISM_HOME/config.toml`, optional)
+- `PRISM_DATABASE_URL`  `postgresql://...`: the store lives in PostgreSQL (for several gateway replicas);
+                  without it the embedded SQLite file is used
 
 The config file (TOML) may hold `[models.*]`, `[aliases]`, `[providers.*]` layered over the shipped
 catalog, `[task_types.*]` for team task types (or to opt a built-in type into sample capture), and
@@ -23,6 +25,7 @@ from typing import Any
 from mcp_prism.core.catalog import Catalog, build_catalog
 from mcp_prism.core.tasks import BUILTIN_TASK_TYPES, GENERAL, TASK_TYPE_NAME, TaskTypeSpec, Tier
 from mcp_prism.errors import ConfigError
+from mcp_prism.store import is_postgres_url
 
 
 def shipped_catalog_data() -> dict[str, Any]:
@@ -35,6 +38,7 @@ class Settings:
     db_path: Path
     config_path: Path | None
     user_config: dict[str, Any] = field(default_factory=dict)
+    database_url: str | None = None  # PostgreSQL; None = the SQLite file at db_path
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, home: str | Path | None = None) -> Settings:
@@ -51,7 +55,12 @@ class Settings:
                 data = tomllib.loads(cfg.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
                 raise ConfigError(f"config file {cfg} is not valid TOML: {e}") from None
-        return cls(home=home_path, db_path=db, config_path=cfg if cfg.exists() else None, user_config=data)
+        url = (env.get("PRISM_DATABASE_URL") or "").strip() or None
+        if url is not None and not is_postgres_url(url):
+            raise ConfigError("PRISM_DATABASE_URL must be a postgresql://user[:password]@host[:port]/db URL "
+                              "(optionally ?schema=name); unset it to use the embedded SQLite file")
+        return cls(home=home_path, db_path=db, config_path=cfg if cfg.exists() else None, user_config=data,
+                   database_url=url)
 
     # ---------------------------------------------------------------- derived
     def catalog(self) -> Catalog:

@@ -43,6 +43,7 @@ from mcp_prism.results import (
     RuleHistory,
     RuleView,
 )
+from mcp_prism.store import open_store
 from mcp_prism.store.sqlite import GROUP_COLUMNS, RuleRow, Store
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class PrismService:
     async def open(cls, settings: Settings) -> PrismService:
         catalog = settings.catalog()
         task_types = settings.task_types()
-        store = await Store.open(settings.db_path)
+        store = await open_store(settings.database_url or settings.db_path)
         try:
             service = cls(store, catalog, task_types, default_task_type=settings.default_task_type,
                           classifier_threshold=settings.classifier_threshold)

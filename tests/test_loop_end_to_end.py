@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeProviders, run_fake_providers
+from test_store import PG_URL, drop_pg_schema, fresh_pg_schema, pg_unreachable
 
 from mcp_prism.config import Settings
 from mcp_prism.loop.evaluate import EvaluationService
@@ -26,16 +27,26 @@ def fake() -> Iterator[FakeProviders]:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_capture_experiment_qualify_promote_regress_rollback(fake: FakeProviders, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   backend: str) -> None:
     for k, v in KEYS.items():
         monkeypatch.setenv(k, v)
+    env: dict[str, str] = {}
+    schema = None
+    if backend == "postgres":  # the same loop on the shared store several gateway replicas would use
+        reason = await pg_unreachable()
+        if reason:
+            pytest.skip(reason)
+        schema = fresh_pg_schema()
+        env["PRISM_DATABASE_URL"] = f"{PG_URL}?schema={schema}"
     (tmp_path / "config.toml").write_text(
         f'[providers.openai]\nbase_url = "{fake.base_url}/v1"\n'
         f'[providers.anthropic]\nbase_url = "{fake.base_url}/v1"\n'
         f'[task_types.code_review]\ncapture_samples = true\n'
         f'[monitoring]\nmin_rated = 20\n')
-    svc = await PrismService.open(Settings.from_env({}, home=tmp_path))
+    svc = await PrismService.open(Settings.from_env(env, home=tmp_path))
     try:
         # 1. production traffic on the expensive model, with prompts captured (the task type opted in)
         await svc.record_many([UsageInput(
@@ -83,3 +94,5 @@ async def test_capture_experiment_qualify_promote_regress_rollback(fake: FakePro
         assert baseline_version == 0
     finally:
         await svc.close()
+        if schema:
+            await drop_pg_schema(schema)
