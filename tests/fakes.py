@@ -4,9 +4,12 @@ Nothing here can reach a real provider, so provider clients are tested against t
 serves all three APIs on one port:
 
 - OpenAI Chat Completions: ``POST /v1/chat/completions``, ``GET /v1/models``; auth ``Authorization: Bearer <key>``.
+  Batch API: ``POST /v1/files`` (multipart, purpose=batch), ``GET /v1/files/{id}[/content]``, ``POST /v1/batches``,
+  ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel`` (endpoint ``/v1/chat/completions`` only).
 - Anthropic Messages: ``POST /v1/messages`` (``GET /v1/models`` too when called with ``anthropic-version``); auth
   ``x-api-key`` (or ``Authorization: Bearer``, which anthropic-sdk-python 2.x sends) plus a required
-  ``anthropic-version`` header.
+  ``anthropic-version`` header. Message Batches: ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
+  ``POST .../{id}/cancel``, ``GET .../{id}/results`` (JSONL).
 - Gemini: ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent`` (``?alt=sse`` for SSE, a
   streamed JSON array without it; ``/v1/models/...`` too, which google-genai may use); auth ``x-goog-api-key``
   header or ``?key=``. As the real API does, a bad key is 400 INVALID_ARGUMENT (reason API_KEY_INVALID) and a missing
@@ -740,6 +743,338 @@ def _gemini_response(turn: _Turn, r: _Reply, seq: int, *, stream: bool, sse: boo
     return _Streamed(chunks, "application/json; charset=UTF-8", cut_at=cut_at)
 
 
+# --- batch APIs ---------------------------------------------------------------------------------------------------
+# OpenAI Batch (`/v1/files` + `/v1/batches`) and Anthropic Message Batches (`/v1/messages/batches`). Every line is
+# answered by the live chat logic when the batch is created (markers work per line, so `[429]` yields an errored
+# line; `[slow]` does not wait), and the batch reports itself finished on its (batch_polls_until_done + 1)-th
+# retrieve, or as cancelled on the first retrieve after a cancel.
+
+_FILE_PATH = re.compile(r"^/v1/files/([^/]+)(/content)?$")
+_OPENAI_BATCH_PATH = re.compile(r"^/v1/batches/([^/]+)(/cancel)?$")
+_ANTHROPIC_BATCH_PATH = re.compile(r"^/v1/messages/batches/([^/]+)(/cancel|/results)?$")
+_CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+BATCH_ENDPOINTS = ("/v1/chat/completions",)  # the one batch endpoint the fake serves
+BATCH_WINDOW_SECONDS = 24 * 3600
+
+
+@dataclass
+class FakeBatch:
+    """A batch the fake holds: `results` maps custom_id -> (HTTP status, response body), computed at creation."""
+
+    id: str
+    provider: str
+    obj: dict[str, Any]  # the batch object as the API last showed it
+    custom_ids: list[str]
+    results: dict[str, tuple[int, bytes]]
+    polls: int = 0
+    cancelled: bool = False
+    done: bool = False
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+
+
+def _chat_once(fake: FakeProviders, provider: str, body: Any) -> _Full:
+    """One non-streaming answer by the live chat logic, as a batch line gets it."""
+    seq = next(fake._seq)
+    error = _openai_validate(body) if provider == "openai" else _anthropic_validate(body)
+    if error:
+        return error
+    body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    turn = _openai_turn(body) if provider == "openai" else _anthropic_turn(body)
+    error = _scenario_error(provider, turn)
+    if error:
+        return error
+    reply = _plan(turn)
+    response = (_openai_response if provider == "openai" else _anthropic_response)(body, turn, reply, seq)
+    assert isinstance(response, _Full)
+    return response
+
+
+def _multipart(headers: dict[str, str], raw: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """Fields of a multipart/form-data body: name -> (filename, bytes)."""
+    match = re.search(r'boundary="?([^";]+)"?', headers.get("content-type", ""))
+    if not headers.get("content-type", "").startswith("multipart/form-data") or not match:
+        return {}
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for chunk in raw.split(b"--" + match.group(1).encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, data = chunk.partition(b"\r\n\r\n")
+        name = re.search(rb'\bname="([^"]*)"', head)
+        filename = re.search(rb'\bfilename="([^"]*)"', head)
+        if name:
+            fields[name.group(1).decode()] = (
+                filename.group(1).decode() if filename else None,
+                data[:-2] if data.endswith(b"\r\n") else data,
+            )
+    return fields
+
+
+def _file_object(fid: str, f: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": fid,
+        "object": "file",
+        "bytes": len(f["data"]),
+        "created_at": f["created_at"],
+        "filename": f["filename"],
+        "purpose": f["purpose"],
+        "status": "processed",
+        "expires_at": None,
+        "status_details": None,
+    }
+
+
+def _add_file(fake: FakeProviders, data: bytes, filename: str, purpose: str) -> str:
+    fid = f"file-fake{next(fake._seq):06d}"
+    fake.files[fid] = {"data": data, "filename": filename, "purpose": purpose, "created_at": int(time.time())}
+    return fid
+
+
+def _openai_batch_api(
+    fake: FakeProviders, method: str, path: str, headers: dict[str, str], body: Any, raw: bytes
+) -> _Full:
+    if (method, path) == ("POST", "/v1/files"):
+        fields = _multipart(headers, raw)
+        for name in ("file", "purpose"):
+            if name not in fields:
+                return _openai_error(
+                    400, f"Missing required parameter: '{name}'.", "invalid_request_error", name,
+                    "missing_required_parameter",
+                )
+        purpose = fields["purpose"][1].decode()
+        if purpose not in ("batch", "fine-tune", "assistants", "vision", "user_data", "evals"):
+            return _openai_error(400, f"Invalid value for purpose: '{purpose}'.", "invalid_request_error", "purpose")
+        filename, data = fields["file"]
+        fid = _add_file(fake, data, filename or "upload", purpose)
+        return _json(200, _file_object(fid, fake.files[fid]))
+    match = _FILE_PATH.match(path)
+    if match and method == "GET":
+        f = fake.files.get(match.group(1))
+        if f is None:
+            return _openai_error(404, f"No such File object: {match.group(1)}", "invalid_request_error", "id")
+        if match.group(2):
+            return _Full(200, f["data"], "application/octet-stream")
+        return _json(200, _file_object(match.group(1), f))
+    if (method, path) == ("POST", "/v1/batches"):
+        return _openai_create_batch(fake, body)
+    match = _OPENAI_BATCH_PATH.match(path)
+    if match and (method, bool(match.group(2))) in (("GET", False), ("POST", True)):
+        batch = fake.batches.get(match.group(1))
+        if batch is None or batch.provider != "openai":
+            return _openai_error(404, f"No batch found with id '{match.group(1)}'.", "invalid_request_error")
+        if match.group(2):
+            if batch.done:
+                return _openai_error(
+                    400, f"Cannot cancel a batch with status '{batch.obj['status']}'.", "invalid_request_error"
+                )
+            batch.cancelled = True
+            batch.obj.update(status="cancelling", cancelling_at=int(time.time()))
+            return _json(200, batch.obj)
+        _openai_poll(fake, batch)
+        return _json(200, batch.obj)
+    return _openai_error(404, f"Invalid URL ({method} {path})", "invalid_request_error")
+
+
+def _openai_create_batch(fake: FakeProviders, body: Any) -> _Full:
+    if not isinstance(body, dict):
+        return _openai_error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+    for name in ("input_file_id", "endpoint", "completion_window"):
+        if not isinstance(body.get(name), str):
+            return _openai_error(
+                400, f"Missing required parameter: '{name}'.", "invalid_request_error", name,
+                "missing_required_parameter",
+            )
+    endpoint = body["endpoint"]
+    if endpoint not in BATCH_ENDPOINTS:
+        return _openai_error(
+            400, f"Invalid value: '{endpoint}'. Supported values are: {', '.join(map(repr, BATCH_ENDPOINTS))}.",
+            "invalid_request_error", "endpoint", "invalid_value",
+        )
+    if body["completion_window"] != "24h":
+        return _openai_error(
+            400, f"Invalid value: '{body['completion_window']}'. Supported values are: '24h'.",
+            "invalid_request_error", "completion_window", "invalid_value",
+        )
+    f = fake.files.get(body["input_file_id"])
+    if f is None or f["purpose"] != "batch":
+        return _openai_error(
+            400, f"Invalid 'input_file_id': '{body['input_file_id']}'. Upload a file with purpose 'batch' first.",
+            "invalid_request_error", "input_file_id",
+        )
+    now = int(time.time())
+    bid = f"batch_fake{next(fake._seq):06d}"
+    # Lines are validated up front, as the API's "validating" phase does; any problem fails the whole batch.
+    problems: list[dict[str, Any]] = []
+    lines: list[dict[str, Any]] = []
+    for i, text in enumerate(f["data"].decode("utf-8", "replace").splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+        except ValueError:
+            problems.append({"code": "invalid_json_line", "message": "This line is not parseable as valid JSON.",
+                             "param": None, "line": i})
+            continue
+        if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+            problem = "Missing required parameter: 'custom_id'."
+        elif line.get("method") != "POST" or line.get("url") != endpoint:
+            problem = f"The url and method of every request must be POST {endpoint}."
+        elif not isinstance(line.get("body"), dict):
+            problem = "Missing required parameter: 'body'."
+        elif any(x["custom_id"] == line["custom_id"] for x in lines):
+            problem = f"The custom_id '{line['custom_id']}' is used by more than one request."
+        elif lines and line["body"].get("model") != lines[0]["body"].get("model"):
+            problem = "All requests in a batch must use the same model."
+        else:
+            lines.append(line)
+            continue
+        problems.append({"code": "invalid_request", "message": problem, "param": None, "line": i})
+    if not lines and not problems:
+        problems.append({"code": "empty_file", "message": "The input file is empty.", "param": None, "line": None})
+    obj: dict[str, Any] = {
+        "id": bid, "object": "batch", "endpoint": endpoint, "errors": None, "input_file_id": body["input_file_id"],
+        "completion_window": "24h", "status": "validating", "output_file_id": None, "error_file_id": None,
+        "created_at": now, "in_progress_at": None, "expires_at": now + BATCH_WINDOW_SECONDS, "finalizing_at": None,
+        "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+        "request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
+    }
+    batch = FakeBatch(bid, "openai", obj, [x["custom_id"] for x in lines], {})
+    if problems:
+        obj.update(status="failed", failed_at=now, errors={"object": "list", "data": problems})
+        batch.done = True
+    else:
+        for line in lines:
+            r = _chat_once(fake, "openai", line["body"])
+            batch.results[line["custom_id"]] = (r.status, r.body)
+    fake.batches[bid] = batch
+    return _json(200, obj)
+
+
+def _openai_poll(fake: FakeProviders, batch: FakeBatch) -> None:
+    batch.polls += 1
+    if batch.done:
+        return
+    now = int(time.time())
+    if batch.cancelled:
+        batch.done = True
+        batch.obj.update(status="cancelled", cancelled_at=now)
+        return
+    if batch.polls <= fake.batch_polls_until_done:
+        batch.obj.update(status="in_progress", in_progress_at=batch.obj["in_progress_at"] or now)
+        return
+    out: list[bytes] = []
+    errors: list[bytes] = []
+    for cid in batch.custom_ids:
+        status, data = batch.results[cid]
+        try:
+            parsed: Any = json.loads(data)
+        except ValueError:
+            parsed = data.decode("utf-8", "replace")  # [malformed]: the body as text, still one JSON line
+        seq = next(fake._seq)
+        line = {
+            "id": f"batch_req_fake{seq:06d}",
+            "custom_id": cid,
+            "response": {"status_code": status, "request_id": f"req_fake{seq:06d}", "body": parsed},
+            "error": None,
+        }
+        (out if status == 200 else errors).append(_compact(line) + b"\n")
+    if out:
+        batch.obj["output_file_id"] = _add_file(fake, b"".join(out), f"{batch.id}_output.jsonl", "batch_output")
+    if errors:
+        batch.obj["error_file_id"] = _add_file(fake, b"".join(errors), f"{batch.id}_error.jsonl", "batch_output")
+    batch.done = True
+    batch.obj.update(
+        status="completed", in_progress_at=batch.obj["in_progress_at"] or now, finalizing_at=now, completed_at=now,
+        request_counts={"total": len(batch.custom_ids), "completed": len(out), "failed": len(errors)},
+    )
+
+
+def _anthropic_batch_api(fake: FakeProviders, method: str, path: str, body: Any) -> _Full:
+    if (method, path) == ("POST", "/v1/messages/batches"):
+        return _anthropic_create_batch(fake, body)
+    match = _ANTHROPIC_BATCH_PATH.match(path)
+    action = match.group(2) if match else None
+    if not match or (method, action) not in (("GET", None), ("POST", "/cancel"), ("GET", "/results")):
+        return _anthropic_error(404, "not_found_error", "Not Found")
+    batch = fake.batches.get(match.group(1))
+    if batch is None or batch.provider != "anthropic":
+        return _anthropic_error(404, "not_found_error", f"Message batch {match.group(1)!r} not found.")
+    if action == "/cancel":
+        if not batch.done:
+            batch.cancelled = True
+            batch.obj.update(processing_status="canceling", cancel_initiated_at=_rfc3339(time.time()))
+        return _json(200, batch.obj)
+    if action == "/results":
+        if not batch.done:
+            return _anthropic_error(
+                404, "not_found_error", f"Results for batch {batch.id!r} are not available until it has ended."
+            )
+        lines = []
+        for cid in batch.custom_ids:
+            status, data = batch.results.get(cid, (0, b""))
+            if not status:
+                result: dict[str, Any] = {"type": "canceled"}
+            elif status == 200:
+                result = {"type": "succeeded", "message": json.loads(data)}
+            else:
+                err = json.loads(data) if data.startswith(b"{") else {}
+                if err.get("type") != "error":  # [malformed]: the API would report its own failure
+                    err = {"type": "error", "error": {"type": "api_error", "message": "Internal server error"},
+                           "request_id": None}
+                result = {"type": "errored", "error": err}
+            lines.append(_compact({"custom_id": cid, "result": result}) + b"\n")
+        return _Full(200, b"".join(lines), "application/binary")
+    batch.polls += 1
+    if not batch.done and (batch.cancelled or batch.polls > fake.batch_polls_until_done):
+        if batch.cancelled:
+            batch.results.clear()  # nothing had been processed yet: every request is canceled
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        for cid in batch.custom_ids:
+            status = batch.results.get(cid, (0, b""))[0]
+            counts["canceled" if not status else "succeeded" if status == 200 else "errored"] += 1
+        batch.done = True
+        batch.obj.update(
+            processing_status="ended", request_counts=counts, ended_at=_rfc3339(time.time()),
+            results_url=f"{fake.base_url}/v1/messages/batches/{batch.id}/results",
+        )
+    return _json(200, batch.obj)
+
+
+def _anthropic_create_batch(fake: FakeProviders, body: Any) -> _Full:
+    requests = body.get("requests") if isinstance(body, dict) else None
+    if not isinstance(requests, list) or not requests:
+        return _anthropic_error(400, "invalid_request_error", "requests: List should have at least 1 item")
+    seen: set[str] = set()
+    for i, r in enumerate(requests):
+        cid = r.get("custom_id") if isinstance(r, dict) else None
+        if not isinstance(cid, str) or not _CUSTOM_ID.match(cid):
+            return _anthropic_error(
+                400, "invalid_request_error", f"requests.{i}.custom_id: String should match pattern "
+                "'^[a-zA-Z0-9_-]{1,64}$'",
+            )
+        if cid in seen:
+            return _anthropic_error(400, "invalid_request_error", f"Duplicate custom_id {cid!r} in requests.")
+        if not isinstance(r.get("params"), dict):
+            return _anthropic_error(400, "invalid_request_error", f"requests.{i}.params: Field required")
+        seen.add(cid)
+    now = time.time()
+    bid = f"msgbatch_fake{next(fake._seq):06d}"
+    obj = {
+        "id": bid, "type": "message_batch", "processing_status": "in_progress",
+        "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+        "ended_at": None, "created_at": _rfc3339(now), "expires_at": _rfc3339(now + BATCH_WINDOW_SECONDS),
+        "archived_at": None, "cancel_initiated_at": None, "results_url": None,
+    }
+    batch = FakeBatch(bid, "anthropic", obj, [r["custom_id"] for r in requests], {})
+    for r in requests:  # params are checked per request: a bad one is an errored result, not a failed batch
+        answer = _chat_once(fake, "anthropic", r["params"])
+        batch.results[r["custom_id"]] = (answer.status, answer.body)
+    fake.batches[bid] = batch
+    return _json(200, obj)
+
+
 # --- the ASGI app -------------------------------------------------------------------------------------------------
 
 
@@ -842,6 +1177,8 @@ class _App:
                     for m in fake.models["openai"]
                 ]
                 return _json(200, {"object": "list", "data": models})
+            if path.startswith(("/v1/files", "/v1/batches")):
+                return _openai_batch_api(fake, method, path, headers, body, raw)
             if (method, path) != ("POST", "/v1/chat/completions"):
                 return _openai_error(404, f"Invalid URL ({method} {path})", "invalid_request_error")
             if body is None and raw:
@@ -868,6 +1205,8 @@ class _App:
                 ]
                 page = {"data": models, "has_more": False, "first_id": models[0]["id"], "last_id": models[-1]["id"]}
                 return _json(200, page)
+            if path.startswith("/v1/messages/batches"):
+                return _anthropic_batch_api(fake, method, path, body)
             if (method, path) != ("POST", "/v1/messages"):
                 return _anthropic_error(404, "not_found_error", "Not Found")
             error = _anthropic_validate(body)
@@ -987,6 +1326,8 @@ class FakeProviders:
     `gemini_base_url`, `keys` (provider -> valid key), `calls` (every request, in order), counters
     `streams_started`, `streams_completed`, `streams_cancelled` (client left mid-stream), `streams_cut` ([cut]),
     `requests_abandoned` (client left during [slow]), and `slow_seconds` (the [slow] delay, default 30).
+    Batch APIs: `files` and `batches` hold what clients created; `batch_polls_until_done` is how many retrieves
+    of a batch still show it in progress (default 0: the first retrieve after creation finds it finished).
     """
 
     def __init__(
@@ -1002,6 +1343,9 @@ class FakeProviders:
             "gemini": ["gemini-2.5-flash", "gemini-2.5-pro"],
         }
         self.slow_seconds = slow_seconds
+        self.batch_polls_until_done = 0  # batch retrieves that still show a batch in progress
+        self.files: dict[str, dict[str, Any]] = {}  # OpenAI files: id -> data, filename, purpose, created_at
+        self.batches: dict[str, FakeBatch] = {}  # OpenAI and Anthropic batches by id
         self.calls: list[Call] = []
         self.port = 0
         self._seq = itertools.count(1)
@@ -1012,8 +1356,10 @@ class FakeProviders:
         self.reset()
 
     def reset(self) -> None:
-        """Forget recorded calls and zero the counters (keys and slow_seconds stay)."""
+        """Forget recorded calls, files and batches and zero the counters (keys and slow_seconds stay)."""
         self.calls.clear()
+        self.files.clear()
+        self.batches.clear()
         self.streams_started = 0
         self.streams_completed = 0
         self.streams_cancelled = 0
@@ -1130,4 +1476,5 @@ def fake_providers(fake_providers_server: FakeProviders) -> FakeProviders:
     """The session's fake server, with calls and counters reset for this test."""
     fake_providers_server.reset()
     fake_providers_server.slow_seconds = SLOW_SECONDS
+    fake_providers_server.batch_polls_until_done = 0
     return fake_providers_server

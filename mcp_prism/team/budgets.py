@@ -201,6 +201,7 @@ class Enforcer:
         self._by_subject: dict[tuple[str, str], list[Budget]] = {}
         self._loaded = -1e9
         self._rates: dict[int, RateWindow] = {}
+        self._windows: set[tuple[int, str]] = set()  # ledger rows known to exist (created by this process)
         self._near: dict[int, bool] = {}  # last level seen per budget (for downgrade), per replica
         self.on_level = on_level  # (budget, remaining_pico | None) -> None: the metrics gauge
         self.on_reject = on_reject  # (budget, reason) -> None: the rejections counter
@@ -256,8 +257,9 @@ class Enforcer:
             async def work(conn: aiosqlite.Connection) -> list[tuple[int, int]]:
                 seen = []
                 for b, w in zip(money, windows, strict=True):
-                    await conn.execute("INSERT OR IGNORE INTO budget_spend (budget_id, window_start) VALUES (?, ?)",
-                                       (b.id, w))
+                    if (b.id, w) not in self._windows:  # a ledger row, once made, lasts its window: skip the insert
+                        await conn.execute("INSERT OR IGNORE INTO budget_spend (budget_id, window_start) "
+                                           "VALUES (?, ?)", (b.id, w))
                     sql = ("UPDATE budget_spend SET reserved_pico = reserved_pico + ?, requests = requests + 1 "
                            "WHERE budget_id = ? AND window_start = ?")
                     params: tuple[Any, ...] = (estimate, b.id, w)
@@ -285,6 +287,7 @@ class Enforcer:
                                      retry_after_s(resets, when)) from None
             for b, (spent, reserved) in zip(money, result, strict=True):
                 self._level(b, spent, reserved)
+            self._windows.update(zip((b.id for b in money), windows, strict=True))
             res.windows = windows
         for b in budgets:
             if b.rpm is not None or b.tpm is not None:
