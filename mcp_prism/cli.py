@@ -42,7 +42,8 @@ Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
 # Each holds `register_commands(add, sub)`, adding subcommands whose handler is a `Handler` returning
 # (result, markdown text): the commands of one area of the optimisation loop, and install/uninstall.
 LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_evaluate", "mcp_prism.cli_analysis",
-                    "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.cli_team")
+                    "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.cli_team",
+                    "mcp_prism.cli_batch")
 
 
 # ==================================================================== output helpers

@@ -532,3 +532,41 @@ def test_response_cache_serves_repeats_at_zero_cost_with_the_saving(fake: FakePr
     assert Decimal(miss["cost_usd"]) > 0 and miss["cache_hit"] == 0
     assert hit["cache_hit"] == 1 and Decimal(hit["cost_usd"]) == 0 and Decimal(hit["saved_usd"]) == Decimal(
         miss["cost_usd"])
+
+
+def test_batch_header_queues_for_the_providers_batch_api_at_half_price(gw: RunningGateway, fake: FakeProviders,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"X-Prism-Batch": "1"}, json={
+        "model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "summarise the week"}]})
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    rid = r.json()["id"]
+    assert httpx.get(f"{gw.url}/v1/prism/batches/{rid}").json()["status"] in ("queued", "submitting", "submitted")
+
+    for name, value in KEYS.items():  # the tick below runs a second service, which reads keys from the env
+        monkeypatch.setenv(name, value)
+
+    async def tick() -> None:  # what the gateway's batch loop does every interval
+        svc = await PrismService.open(gw.settings)
+        try:
+            from mcp_prism.loop.batch import BatchService
+            b = BatchService(svc)
+            await b.submit_pending()
+            await b.poll()
+        finally:
+            await svc.close()
+
+    asyncio.run(tick())
+    done = httpx.get(f"{gw.url}/v1/prism/batches/{rid}").json()
+    assert done["status"] == "completed"
+    assert done["result"]["object"] == "chat.completion"  # answered in the client's (OpenAI) format
+    assert done["result"]["choices"][0]["message"]["content"] == "echo: summarise the week"
+    with sqlite3.connect(gw.settings.db_path) as db:
+        db.row_factory = sqlite3.Row
+        ev = dict(db.execute("SELECT * FROM usage_events WHERE request_id = ?", (rid,)).fetchone())
+    assert ev["batch"] == 1 and ev["model"] == "claude-haiku-4-5"
+    svc_catalog = gw.settings.catalog()
+    from mcp_prism.core.pricing import TokenUsage
+    tokens = TokenUsage(ev["input_tokens"], ev["cached_input_tokens"], ev["cache_write_tokens"], ev["output_tokens"],
+                        ev["reasoning_tokens"])
+    full = svc_catalog.cost("claude-haiku-4-5", tokens).usd
+    assert Decimal(ev["cost_usd"]) == svc_catalog.cost("claude-haiku-4-5", tokens, batch=True).usd == full / 2

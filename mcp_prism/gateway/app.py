@@ -39,6 +39,7 @@ from mcp_prism.gateway.cache import CacheSettings, ResponseCache, cache_key, rep
 from mcp_prism.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_prism.gateway.metrics import Metrics
 from mcp_prism.gateway.recorder import Outcome, Recorder
+from mcp_prism.loop.batch import BatchService, run_batch_loop
 from mcp_prism.providers.client import ProviderClient
 from mcp_prism.providers.formats import anthropic as anthropic_format
 from mcp_prism.providers.formats import gemini as gemini_format
@@ -69,6 +70,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 FORMATS: dict[str, ModuleType] = {"openai": openai_format, "anthropic": anthropic_format, "gemini": gemini_format}
 MAX_BODY = 32 * 1024 * 1024
+BATCH_PATH = "/v1/prism/batches/"
 CLASSIFY_CHARS = 4000  # the classifier reads the start of the last user message; more adds cost, not signal
 STATUS_OF_KIND = {"rate_limited": "rate_limited", "timeout": "timeout", "invalid_request": "invalid_request",
                   "authentication": "invalid_request", "permission": "invalid_request", "not_found": "invalid_request",
@@ -154,6 +156,9 @@ class Gateway:
         self.recorder: Recorder | None = None
         self._capture_any = False
         self.cache: ResponseCache | None = None
+        self.batches: BatchService | None = None
+        self._batch_stop = asyncio.Event()
+        self._batch_task: asyncio.Task[None] | None = None
         self.cache_conf = CacheSettings()
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): self._openai_chat,
@@ -187,9 +192,15 @@ class Gateway:
         self.cache = ResponseCache(self.service.store)
         if self.cache_conf.task_types:
             await self.cache.purge_expired()
+        self.batches = BatchService(self.service, self.providers)
+        self._batch_task = asyncio.create_task(run_batch_loop(self.batches, None, self._batch_stop))
         self.recorder.start()
 
     async def shutdown(self) -> None:
+        if self._batch_task is not None:
+            self._batch_stop.set()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._batch_task, 10)
         if self.recorder is not None:
             await self.recorder.close()
         if self.providers is not None:
@@ -201,6 +212,8 @@ class Gateway:
         kind = scope["type"]
         if kind == "http":
             handler = self._routes.get((scope["method"], scope["path"]))
+            if handler is None and scope["method"] == "GET" and scope["path"].startswith(BATCH_PATH):
+                handler = self._batch_get
             if handler is None:
                 if any(path == scope["path"] for _, path in self._routes):
                     await _json(send, 405, {"error": {"message": f"{scope['method']} is not allowed here",
@@ -343,6 +356,8 @@ class Gateway:
             return
         r.decision = d
         r.text = text
+        if await self._queue_for_batch(send, r, data, d, text):
+            return
         if await self._answer_from_cache(send, r, data, d):
             return
         assert self.enforcer is not None
@@ -361,6 +376,48 @@ class Gateway:
         finally:
             if r.reservation is not None:  # shielded: a cancelled handler must still release what it holds
                 await asyncio.shield(self.enforcer.settle(r.reservation, r.actual_pico, r.actual_tokens))
+
+    async def _queue_for_batch(self, send: Send, r: _Request, data: dict[str, Any], d: RouteDecision,
+                               text: str) -> bool:
+        """Non-urgent requests (`X-Prism-Batch: 1`, or a task type configured as batch) go to the provider's
+        batch API at the batch price: 202 with an id; the answer is fetched later from /v1/prism/batches/ID."""
+        assert self.batches is not None and self.service is not None
+        header = r.header(b"x-prism-batch")
+        if not header and not self.batches.task_types:
+            return False
+        task = d.task_type or self.service.classifier.classify(text).task_type
+        if not self.batches.wants_batch(task, header):
+            return False
+        if not self.batches.supports(d.model):
+            if BatchService.header_asks(header):
+                await self._error(send, r, WireError(400, "invalid_request", f"{d.model.name} ({d.model.provider}) "
+                                                     "has no batch API mcp_prism supports: drop X-Prism-Batch or "
+                                                     "name an OpenAI or Anthropic model"))
+                return True
+            return False  # a batch task type routed to a provider without one: served now
+        try:
+            rid = await self.batches.enqueue_client(data, client_format=r.fmt_name, model=d.model.name,
+                                                    task_type=task, api_key_id=r.key_id, team=r.team, user=r.user,
+                                                    project=r.project)
+        except InvalidInput as e:
+            await self._error(send, r, WireError(400, "invalid_request", str(e)))
+            return True
+        await _json(send, 202, {"id": rid, "status": "queued", "result_url": f"{BATCH_PATH}{rid}"})
+        return True
+
+    async def _batch_get(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ok, key = await self._authenticate(_headers(scope))
+        if not ok:
+            await _json(send, 401, {"error": {"message": "send a virtual key (or the gateway token) as a Bearer "
+                                              "token or x-api-key", "type": "authentication_error"}})
+            return
+        assert self.batches is not None
+        try:
+            info = await self.batches.get(scope["path"][len(BATCH_PATH):], api_key_id=key.id if key else None)
+        except InvalidInput as e:
+            await _json(send, 404, {"error": {"message": str(e), "type": "not_found_error"}})
+            return
+        await _json(send, 200, info.model_dump(mode="json"))
 
     async def _answer_from_cache(self, send: Send, r: _Request, data: dict[str, Any], d: RouteDecision) -> bool:
         """Serve an opted-in task type's repeated request from the response cache (recorded at $0, with the
