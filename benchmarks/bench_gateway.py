@@ -390,8 +390,9 @@ def start_prism(python: str, upstream: int, model: str, workdir: Path, core: int
         headers = {"authorization": f"Bearer {made.stdout.strip()}"}
     port = free_port()
     log = workdir / "prism.log"
+    # without a key the gateway runs in its explicit local no-auth mode (keys are required otherwise)
     proc = start(["taskset", "-c", str(core), python, "-m", "mcp_prism", "gateway", "--host", "127.0.0.1",
-                  "--port", str(port)], env, log, cwd=ROOT)
+                  "--port", str(port), *([] if key else ["--no-auth"])], env, log, cwd=ROOT)
     if not wait_http(port, "/healthz", proc, 60):
         stop(proc)
         return None, f"prism skipped: gateway did not answer GET /healthz on port {port}\n{tail(log)}"
