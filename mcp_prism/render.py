@@ -56,6 +56,9 @@ def report_markdown(r: CostReport) -> str:
            if r.monthly_after_routing_usd is not None else "")
         + ".\n"
     )
+    if r.cache_hits:
+        parts.append(f"The response cache answered {r.cache_hits:,} request(s) at $0, saving "
+                     f"{money(r.cache_saved_usd)}.\n")
     rows = [[" / ".join(g.key.values()) or "all", f"{g.requests:,}", f"{g.input_tokens + g.output_tokens:,}",
              money(g.cost_usd), _pct(g.share_of_cost_pct), _ms(g.avg_latency_ms), _q(g.avg_quality)]
             for g in r.groups]

@@ -129,6 +129,8 @@ class CostReport(BaseModel):
     routing: list[RoutingLine]
     opportunities: list[Opportunity]
     markdown: str
+    cache_hits: int = 0  # requests answered from the response cache in the period (cost $0)
+    cache_saved_usd: Decimal = Decimal(0)  # what those answers cost when first paid for
 
 
 class RuleView(BaseModel):

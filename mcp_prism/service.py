@@ -423,8 +423,16 @@ class PrismService:
             monthly_saving_pct=None if saving is None else pct(saving, before_month),
             routing=routing, opportunities=opportunities[:top], markdown="",
         )
+        report.cache_hits, report.cache_saved_usd = await self._cache_savings(s, e, filters)
         report.markdown = render.report_markdown(report)
         return report
+
+    async def _cache_savings(self, since_day: str, until_day: str, filters: dict[str, str]) -> tuple[int, Decimal]:
+        """Requests the response cache answered (recorded at $0) and what their first answers cost."""
+        where = ["cache_hit = 1", "ts >= ?", "ts < ?", *(f"COALESCE({c}, '') = ?" for c in filters)]
+        rows = await self.store.fetch(f"SELECT saved_usd FROM usage_events WHERE {' AND '.join(where)}",
+                                      [since_day, until_day, *filters.values()])
+        return len(rows), sum((Decimal(r["saved_usd"]) for r in rows if r["saved_usd"]), Decimal(0))
 
     async def _routing_plan(self, by_model: Sequence[Any], span: int
                             ) -> tuple[list[RoutingLine], list[Opportunity], Decimal | None]:

@@ -533,6 +533,17 @@ def test_response_cache_serves_repeats_at_zero_cost_with_the_saving(fake: FakePr
     assert hit["cache_hit"] == 1 and Decimal(hit["cost_usd"]) == 0 and Decimal(hit["saved_usd"]) == Decimal(
         miss["cost_usd"])
 
+    async def report() -> Any:
+        svc = await PrismService.open(Settings.from_env({}, home=home))
+        try:
+            return await svc.cost_report(days=1)
+        finally:
+            await svc.close()
+
+    r = asyncio.run(report())  # the saving shows in the cost report
+    assert r.cache_hits == 2 and r.cache_saved_usd == 2 * Decimal(miss["cost_usd"])
+    assert "response cache answered 2 request(s)" in r.markdown
+
 
 def test_batch_header_queues_for_the_providers_batch_api_at_half_price(gw: RunningGateway, fake: FakeProviders,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
