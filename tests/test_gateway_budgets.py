@@ -176,3 +176,27 @@ def test_100_concurrent_requests_never_overspend_the_hard_limit(fake: FakeProvid
     spent = from_picodollars(row["spent_pico"])
     assert spent == sum(actual)  # the ledger and the usage record agree to the picodollar
     assert spent <= hard + over and over == 0
+
+
+def test_near_the_soft_limit_a_downgrade_budget_routes_to_the_rules_cheaper_model(fake: FakeProviders,
+                                                                                   tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    secret = _setup(home, team="t", budgets=[{"scope": "team", "subject": "t", "period": "month",
+                                              "soft_limit_usd": "0.0000001", "downgrade": True}])
+
+    async def rule() -> None:
+        svc = await PrismService.open(Settings.from_env({}, home=home))
+        try:
+            await svc.update_routing_rule({"task_type": "code_review", "primary": "claude-sonnet-4-5",
+                                           "fallbacks": ["claude-haiku-4-5"]}, author="test", reason="downgrade")
+        finally:
+            await svc.close()
+
+    asyncio.run(rule())
+    with _keyed(home, fake) as g:
+        client = g.openai(api_key=secret)
+        ask = {"model": "prism/code_review", "messages": [{"role": "user", "content": "review this"}]}
+        first = client.chat.completions.with_raw_response.create(**ask)
+        second = client.chat.completions.with_raw_response.create(**ask)
+    assert first.headers["x-prism-model"] == "claude-sonnet-4-5"  # under the soft limit: the rule's choice
+    assert second.headers["x-prism-model"] == "claude-haiku-4-5"  # past it: the rule's cheaper model
