@@ -312,9 +312,11 @@ class Enforcer:
             seen = []
             for b, w in zip(money, res.windows, strict=True):
                 rows = list(await conn.execute_fetchall(
-                    "UPDATE budget_spend SET reserved_pico = MAX(0, reserved_pico - ?), spent_pico = spent_pico + ? "
+                    # CASE, not the scalar MAX(a, b): PostgreSQL has only the aggregate
+                    "UPDATE budget_spend SET reserved_pico = CASE WHEN reserved_pico > ? THEN reserved_pico - ? "
+                    "ELSE 0 END, spent_pico = spent_pico + ? "
                     "WHERE budget_id = ? AND window_start = ? RETURNING spent_pico, reserved_pico",
-                    (res.estimate, actual, b.id, w)))
+                    (res.estimate, res.estimate, actual, b.id, w)))
                 spent, reserved = (rows[0][0], rows[0][1]) if rows else (0, 0)
                 seen.append((spent, reserved))
                 if b.soft_pico is not None and spent >= b.soft_pico:
