@@ -581,3 +581,32 @@ def test_batch_header_queues_for_the_providers_batch_api_at_half_price(gw: Runni
                         ev["reasoning_tokens"])
     full = svc_catalog.cost("claude-haiku-4-5", tokens).usd
     assert Decimal(ev["cost_usd"]) == svc_catalog.cost("claude-haiku-4-5", tokens, batch=True).usd == full / 2
+
+
+
+@pytest.mark.parametrize("model", ["gpt-5-nano", "gemini-2.5-flash"])  # passed through / translated
+def test_a_streamed_answer_fills_the_cache_too(fake: FakeProviders, tmp_path: Path, model: str) -> None:
+    home = tmp_path / "home"
+    settings = RunningGateway(home, fake).settings
+    with (home / "config.toml").open("a") as f:
+        f.write('[cache]\ntask_types = ["ticket_classification"]\n')
+
+    async def rule() -> None:
+        svc = await PrismService.open(settings)
+        try:
+            await svc.update_routing_rule({"task_type": "ticket_classification", "primary": model}, author="test",
+                                          reason="cache test")
+        finally:
+            await svc.close()
+
+    asyncio.run(rule())
+    with _Reopened(home, fake) as g:
+        client = g.openai()
+        ask = {"model": "prism/ticket_classification", "messages": [{"role": "user", "content": "stream ticket 9"}]}
+        first = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True)
+                        if c.choices)
+        calls = len(fake.calls)
+        raw = client.chat.completions.with_raw_response.create(**ask)
+        assert len(fake.calls) == calls and raw.headers["x-prism-cache"] == "hit"
+        assert raw.headers["x-prism-model"] == model
+        assert raw.parse().choices[0].message.content == first == "echo: stream ticket 9"

@@ -35,7 +35,7 @@ from mcp_prism.core.catalog import ModelSpec
 from mcp_prism.core.pricing import to_picodollars
 from mcp_prism.core.usage import new_id, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
-from mcp_prism.gateway.cache import CacheSettings, ResponseCache, cache_key, replay_as_stream
+from mcp_prism.gateway.cache import CacheSettings, ResponseCache, StreamCapture, cache_key, replay_as_stream
 from mcp_prism.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_prism.gateway.metrics import Metrics
 from mcp_prism.gateway.recorder import Outcome, Recorder
@@ -126,6 +126,7 @@ class _Request:
     actual_tokens: int = 0
     cache_key: str | None = None
     cache_hit: bool = False
+    capture: Any = None  # StreamCapture of a cacheable streamed answer
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)
@@ -567,11 +568,16 @@ class Gateway:
             return
         await _respond(send, 200, out, JSON_HEADERS + self._prism_headers(r))
         self._record(r, usage, "ok")
-        if r.cache_key is not None and len(out) <= self.cache_conf.max_entry_bytes:
-            d = r.decision
-            cost = self.service.catalog.cost(d.model.name, usage.tokens(), r.ts).usd  # type: ignore[union-attr]
-            await self.cache.put(r.cache_key, d.task_type, r.project, d.model.name, r.fmt_name,  # type: ignore[union-attr]
-                                 out, usage, cost, self.cache_conf.ttl_for(d.task_type))
+        await self._cache_put(r, out, usage)
+
+    async def _cache_put(self, r: _Request, body: bytes, usage: Usage) -> None:
+        """Keep a good answer of a cacheable request (its first, paid-for answer) for the task type's TTL."""
+        d = r.decision
+        if r.cache_key is None or self.cache is None or d is None or len(body) > self.cache_conf.max_entry_bytes:
+            return
+        cost = self.service.catalog.cost(d.model.name, usage.tokens(), r.ts).usd  # type: ignore[union-attr]
+        await self.cache.put(r.cache_key, d.task_type, r.project, d.model.name, r.fmt_name, body, usage, cost,
+                             self.cache_conf.ttl_for(d.task_type))
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send, r: _Request, resp: httpx.Response,
                       pfmt: ModuleType, t_up: float, client_usage: bool) -> None:
@@ -600,6 +606,10 @@ class Gateway:
                         r.decision.model.name, client_usage).error(err), "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             self._record(r, usage, status, error_type=err.kind if err else None)
+            if err is None and r.capture is not None:
+                body = r.capture.body(r.fmt_name, r.decision.model.name)
+                if body is not None:
+                    await self._cache_put(r, body, usage)
 
     async def _pump(self, send: Send, r: _Request, resp: httpx.Response, pfmt: ModuleType, state: _PumpState,
                     t_up: float, client_usage: bool) -> tuple[Usage, str, WireError | None]:
@@ -610,6 +620,8 @@ class Gateway:
         same = pfmt is r.fmt
         decoder, tracker = state.decoder, state.tracker
         encoder = None if same else r.fmt.StreamEncoder(r.decision.model.name, client_usage)
+        # a cacheable request's streamed answer is rebuilt whole, to be stored once it ends well
+        capture = r.capture = StreamCapture(r.fmt_name if same else None) if r.cache_key is not None else None
         ended = False
         try:
             async for chunk in resp.aiter_raw():
@@ -620,6 +632,8 @@ class Gateway:
                     assert tracker is not None
                     drop = False
                     for event, data in events:
+                        if capture is not None:
+                            capture.feed(event, data)
                         if tracker.feed(event, data) and not client_usage:
                             drop = True
                         if data == "[DONE]" or event == "message_stop":
@@ -634,7 +648,10 @@ class Gateway:
                     assert encoder is not None
                     parts = []
                     for event, data in events:
-                        for ev in decoder.feed(event, data):
+                        decoded = decoder.feed(event, data)
+                        if capture is not None:
+                            capture.feed_events(decoded)
+                        for ev in decoded:
                             if isinstance(ev, StreamEnd):
                                 ended = True
                             if r.response_text is not None and isinstance(ev, TextDelta):
