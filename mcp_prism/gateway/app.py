@@ -71,6 +71,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 FORMATS: dict[str, ModuleType] = {"openai": openai_format, "anthropic": anthropic_format, "gemini": gemini_format}
 MAX_BODY = 32 * 1024 * 1024
 BATCH_PATH = "/v1/prism/batches/"
+SETTLE_INTERVAL = 0.05  # seconds a settled request's estimate may stay reserved (refusing early, never overspending)
+SETTLE_BATCH = 64
 CLASSIFY_CHARS = 4000  # the classifier reads the start of the last user message; more adds cost, not signal
 STATUS_OF_KIND = {"rate_limited": "rate_limited", "timeout": "timeout", "invalid_request": "invalid_request",
                   "authentication": "invalid_request", "permission": "invalid_request", "not_found": "invalid_request",
@@ -158,6 +160,10 @@ class Gateway:
         self._capture_any = False
         self.cache: ResponseCache | None = None
         self.batches: BatchService | None = None
+        self._settle_queue: list[tuple[Reservation, int, int]] = []
+        self._settle_wake = asyncio.Event()
+        self._settle_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._batch_stop = asyncio.Event()
         self._batch_task: asyncio.Task[None] | None = None
         self.cache_conf = CacheSettings()
@@ -196,8 +202,27 @@ class Gateway:
         self.batches = BatchService(self.service, self.providers)
         self._batch_task = asyncio.create_task(run_batch_loop(self.batches, None, self._batch_stop))
         self.recorder.start()
+        self._settle_task = asyncio.create_task(self._settle_loop(), name="prism-budget-settle")
+
+    async def _settle_loop(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settle_wake.wait(), SETTLE_INTERVAL)
+            self._settle_wake.clear()
+            await self._settle_pending()
+
+    async def _settle_pending(self) -> None:
+        if self._settle_queue and self.enforcer is not None:
+            batch, self._settle_queue = self._settle_queue, []
+            await self.enforcer.settle_many(batch)
 
     async def shutdown(self) -> None:
+        self._stopping = True
+        self._settle_wake.set()
+        if self._settle_task is not None:
+            with contextlib.suppress(Exception):
+                await self._settle_task
+        await self._settle_pending()  # whatever arrived after the loop's last round
         if self._batch_task is not None:
             self._batch_stop.set()
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -375,8 +400,10 @@ class Gateway:
         try:
             await self._forward(scope, receive, send, r, data, d)
         finally:
-            if r.reservation is not None:  # shielded: a cancelled handler must still release what it holds
-                await asyncio.shield(self.enforcer.settle(r.reservation, r.actual_pico, r.actual_tokens))
+            if r.reservation is not None:  # settled in batches off the request path; never lost on cancel
+                self._settle_queue.append((r.reservation, r.actual_pico, r.actual_tokens))
+                if len(self._settle_queue) >= SETTLE_BATCH:
+                    self._settle_wake.set()
 
     async def _queue_for_batch(self, send: Send, r: _Request, data: dict[str, Any], d: RouteDecision,
                                text: str) -> bool:

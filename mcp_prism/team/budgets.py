@@ -297,50 +297,65 @@ class Enforcer:
     async def settle(self, res: Reservation, actual: int, tokens: int) -> None:
         """Release the estimate and book the actual cost (0 for a request that failed before an answer);
         raise the soft-limit alert once per window."""
-        if res.settled:
-            return
-        res.settled = True
+        await self.settle_many([(res, actual, tokens)])
+
+    async def settle_many(self, items: list[tuple[Reservation, int, int]]) -> None:
+        """Settle several requests in one transaction (the gateway batches them off the request path;
+        until then their estimates stay reserved, which can only refuse early, never overspend)."""
         mono = time.monotonic()
-        for b in res.budgets:
-            if b.tpm is not None:
-                self._rates.setdefault(b.id, RateWindow()).used(tokens, mono)
-        money = [b for b in res.budgets if b.money]
-        if not money:
+        todo: list[tuple[Reservation, int, list[Budget]]] = []
+        for res, actual, tokens in items:
+            if res.settled:
+                continue
+            res.settled = True
+            for b in res.budgets:
+                if b.tpm is not None:
+                    self._rates.setdefault(b.id, RateWindow()).used(tokens, mono)
+            money = [b for b in res.budgets if b.money]
+            if money:
+                todo.append((res, actual, money))
+        if not todo:
             return
 
-        async def work(conn: aiosqlite.Connection) -> list[tuple[int, int]]:
+        async def work(conn: aiosqlite.Connection) -> list[tuple[Budget, int, int]]:
             seen = []
-            for b, w in zip(money, res.windows, strict=True):
-                rows = list(await conn.execute_fetchall(
-                    # CASE, not the scalar MAX(a, b): PostgreSQL has only the aggregate
-                    "UPDATE budget_spend SET reserved_pico = CASE WHEN reserved_pico > ? THEN reserved_pico - ? "
-                    "ELSE 0 END, spent_pico = spent_pico + ? "
-                    "WHERE budget_id = ? AND window_start = ? RETURNING spent_pico, reserved_pico",
-                    (res.estimate, res.estimate, actual, b.id, w)))
-                spent, reserved = (rows[0][0], rows[0][1]) if rows else (0, 0)
-                seen.append((spent, reserved))
-                if b.soft_pico is not None and spent >= b.soft_pico:
-                    cur = await conn.execute("UPDATE budget_spend SET soft_alerted = 1 WHERE budget_id = ? "
-                                             "AND window_start = ? AND soft_alerted = 0", (b.id, w))
-                    if cur.rowcount == 1:
-                        await conn.execute(
-                            "INSERT INTO alerts (ts, kind, task_type, message, details) VALUES (?, ?, NULL, ?, ?)",
-                            (iso(utcnow()), "budget_soft_limit",
-                             f"{b.label()} passed its soft limit: ${usd(spent)} spent of a ${usd(b.soft_pico)} "
-                             f"soft limit" + (f" (hard limit ${usd(b.hard_pico)})" if b.hard_pico else ""),
-                             json.dumps({"budget_id": b.id, "scope": b.scope, "subject": b.subject,
-                                         "period": b.period, "window_start": w, "spent_usd": str(usd(spent)),
-                                         "soft_limit_usd": str(usd(b.soft_pico))})))
+            for res, actual, money in todo:
+                for b, w in zip(money, res.windows, strict=True):
+                    rows = list(await conn.execute_fetchall(
+                        # CASE, not the scalar MAX(a, b): PostgreSQL has only the aggregate
+                        "UPDATE budget_spend SET reserved_pico = CASE WHEN reserved_pico > ? THEN reserved_pico - ? "
+                        "ELSE 0 END, spent_pico = spent_pico + ? "
+                        "WHERE budget_id = ? AND window_start = ? RETURNING spent_pico, reserved_pico",
+                        (res.estimate, res.estimate, actual, b.id, w)))
+                    spent, reserved = (rows[0][0], rows[0][1]) if rows else (0, 0)
+                    seen.append((b, spent, reserved))
+                    if b.soft_pico is not None and spent >= b.soft_pico:
+                        await self._soft_alert(conn, b, w, spent)
             return seen
 
         try:
             seen = await self.store.transaction(work)
-        except Exception as e:  # the reservation stays held until the window ends: say so loudly
-            log.error("could not settle a budget reservation of $%s (it stays reserved in this window): %s",
-                      usd(res.estimate), e)
+        except Exception as e:  # the reservations stay held until the window ends: say so loudly
+            log.error("could not settle %d budget reservation(s) of $%s (they stay reserved in this window): %s",
+                      len(todo), usd(sum(res.estimate for res, _, _ in todo)), e)
             return
-        for b, (spent, reserved) in zip(money, seen, strict=True):
+        for b, spent, reserved in seen:
             self._level(b, spent, reserved)
+
+    @staticmethod
+    async def _soft_alert(conn: aiosqlite.Connection, b: Budget, w: str, spent: int) -> None:
+        cur = await conn.execute("UPDATE budget_spend SET soft_alerted = 1 WHERE budget_id = ? "
+                                 "AND window_start = ? AND soft_alerted = 0", (b.id, w))
+        if cur.rowcount == 1:
+            assert b.soft_pico is not None
+            await conn.execute(
+                "INSERT INTO alerts (ts, kind, task_type, message, details) VALUES (?, ?, NULL, ?, ?)",
+                (iso(utcnow()), "budget_soft_limit",
+                 f"{b.label()} passed its soft limit: ${usd(spent)} spent of a ${usd(b.soft_pico)} "
+                 f"soft limit" + (f" (hard limit ${usd(b.hard_pico)})" if b.hard_pico else ""),
+                 json.dumps({"budget_id": b.id, "scope": b.scope, "subject": b.subject,
+                             "period": b.period, "window_start": w, "spent_usd": str(usd(spent)),
+                             "soft_limit_usd": str(usd(b.soft_pico))})))
 
     def _level(self, b: Budget, spent: int, reserved: int) -> None:
         self._near[b.id] = b.near_soft(spent + reserved)
