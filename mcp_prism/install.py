@@ -640,7 +640,7 @@ def _gateway_provider(gateway: str, task_types: Iterable[str]) -> dict[str, Any]
     return {
         "npm": "@ai-sdk/openai-compatible",
         "name": "mcp-prism gateway",
-        "options": {"baseURL": _gateway_root(gateway) + "/v1", "apiKey": "{env:PRISM_GATEWAY_TOKEN}"},
+        "options": {"baseURL": _gateway_root(gateway) + "/v1", "apiKey": "{env:PRISM_API_KEY}"},
         "models": models,
     }
 
@@ -707,13 +707,14 @@ def install(project: Path | str, tool: str, *, template: str | None = None, gate
     if tool == "opencode" and gateway:
         inst.notes.append(f"OpenCode sends this project's requests to the gateway at {gateway}/v1 (model "
                           f"`{PROVIDER_ID}/auto`; /review and the other commands use `{PROVIDER_ID}/prism/<task>`). "
-                          "Start it with `mcp-prism gateway`; set PRISM_GATEWAY_TOKEN if the gateway needs one.")
+                          "Start it with `mcp-prism gateway` and put your virtual key (`mcp-prism keys create "
+                          "--team T`) in PRISM_API_KEY; a local `mcp-prism gateway --no-auth` needs none.")
     if tool == "claude":
         inst.notes.append("Claude Code asks once to approve the project's MCP server `prism` (.mcp.json).")
         if gateway:
             inst.notes.append(f"To send Claude Code's requests through the gateway, set ANTHROPIC_BASE_URL={gateway} "
-                              "(and ANTHROPIC_AUTH_TOKEN=$PRISM_GATEWAY_TOKEN if the gateway has a token) before "
-                              "starting `claude`; start the gateway with `mcp-prism gateway`.")
+                              "and ANTHROPIC_AUTH_TOKEN=<your virtual key from `mcp-prism keys create`> before "
+                              "starting `claude` (a local `mcp-prism gateway --no-auth` needs no key).")
     if any(c.path == "AGENTS.md" and c.action == "create" for c in inst.changes):
         inst.notes.append(f"AGENTS.md was created from the {chosen} template: fill in its <...> placeholders.")
     inst.finish({"template": used_template, "gateway": gateway, "mcp_command": command})

@@ -83,7 +83,7 @@ def test_opencode_with_gateway_defines_the_provider_and_routes_commands_through_
     assert set(config) <= OPENCODE_TOP_KEYS
     provider = config["provider"]["prism"]
     assert provider["npm"] == "@ai-sdk/openai-compatible"
-    assert provider["options"] == {"baseURL": GATEWAY + "/v1", "apiKey": "{env:PRISM_GATEWAY_TOKEN}"}
+    assert provider["options"] == {"baseURL": GATEWAY + "/v1", "apiKey": "{env:PRISM_API_KEY}"}
     # the gateway's model ids: `auto` and `prism/<task_type>`, team task types included
     assert set(provider["models"]) == {"auto"} | {f"prism/{t}" for t in [*BUILTIN_NAMES, "sql_migration"]}
     assert all(m["tool_call"] is True for m in provider["models"].values())
