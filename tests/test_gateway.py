@@ -373,8 +373,9 @@ def test_client_disconnect_cancels_upstream_and_records_partial_usage(gw: Runnin
                 break
     ev = gw.event(rid)
     assert ev["status"] == "cancelled"
-    if model.startswith("claude"):  # Anthropic reports input tokens at the start: the partial usage has them
-        assert ev["input_tokens"] > 0
+    # Anthropic reports input tokens at the start; the rest (OpenAI reports usage only at the end) is
+    # estimated from the request size and the events relayed, because the provider bills what it generated
+    assert ev["input_tokens"] > 0 and ev["output_tokens"] > 0 and Decimal(ev["cost_usd"]) > 0
     deadline = time.monotonic() + 5
     while fake.streams_cancelled == before and time.monotonic() < deadline:
         time.sleep(0.05)

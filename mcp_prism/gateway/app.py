@@ -129,6 +129,8 @@ class _Request:
     cache_key: str | None = None
     cache_hit: bool = False
     capture: Any = None  # StreamCapture of a cacheable streamed answer
+    body_bytes: int = 0
+    stream_events: int = 0  # content events relayed so far (about one token each)
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)
@@ -358,6 +360,7 @@ class Gateway:
                                          r.header(b"x-prism-project"))
         try:
             body = await _read_body(receive)
+            r.body_bytes = len(body)
             data = json.loads(body)
         except _TooLarge:
             await self._error(send, r, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
@@ -622,7 +625,7 @@ class Gateway:
                 r.upstream_s = time.perf_counter() - t_up
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
-                usage = state.usage()
+                usage = _partial_usage(state.usage(), r)
                 self._record(r, usage, "cancelled", error_type="client_disconnected")
             watch.cancel()
         if pump.done() and not pump.cancelled():
@@ -655,6 +658,7 @@ class Gateway:
                 if r.ttft_ms is None:
                     r.ttft_ms = (time.perf_counter() - r.t0) * 1000
                 events = sse.feed(chunk)
+                r.stream_events += len(events)
                 if same:
                     assert tracker is not None
                     drop = False
@@ -787,6 +791,18 @@ class _PumpState:
             return self.tracker.usage
         return self.decoder.usage
 
+
+
+def _partial_usage(seen: Usage, r: _Request) -> Usage:
+    """Usage of a stream the client left: what the provider reported so far (Anthropic sends input tokens
+    at the start), with what it had not reported yet estimated — the prompt at ~4 bytes a token, the
+    answer at about one token per streamed event — because the provider bills what it generated."""
+    if seen.output_tokens and seen.input_tokens:
+        return seen
+    return Usage(input_tokens=seen.input_tokens or r.body_bytes // 4,
+                 output_tokens=seen.output_tokens or max(r.stream_events - 1, 0),
+                 cached_input_tokens=seen.cached_input_tokens, cache_write_tokens=seen.cache_write_tokens,
+                 reasoning_tokens=seen.reasoning_tokens)
 
 
 def _may_carry_usage(data: str) -> bool:
