@@ -30,15 +30,8 @@ from mcp_prism.core.pricing import to_picodollars
 from mcp_prism.core.usage import UsageEvent, iso, utcnow
 from mcp_prism.errors import InvalidInput, StoreError
 from mcp_prism.store.migrations_pg import COMPAT, PG_MIGRATIONS, RESERVED, TOKEN
-from mcp_prism.store.sqlite import (
-    _EVENT_COLUMNS,
-    _ROLLUP_SUMS,
-    GROUP_COLUMNS,
-    ROLLUPS,
-    RuleRow,
-    _rule_row,
-    _snapshot_json,
-)
+from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS, RuleRow, StoreReads
+from mcp_prism.store.sqlite import _EVENT_COLUMNS, _snapshot_json
 
 try:
     import asyncpg
@@ -54,14 +47,6 @@ _RETRY_STATES = frozenset({"40P01", "40001"})  # deadlock_detected, serializatio
 _MIGRATE_LOCK = "mcp_prism.migrate"
 _ROWS_FIRST = frozenset({"select", "with", "values", "show", "explain", "table"})
 
-_RAW_SUMS = {  # sqlite.py's sums over raw events, with the 0/1 comparisons spelled out
-    "requests": "COUNT(*)", "errors": "SUM(CASE WHEN status != 'ok' THEN 1 ELSE 0 END)",
-    "unpriced": "SUM(CASE WHEN cost_pico IS NULL THEN 1 ELSE 0 END)",
-    "input_tokens": "SUM(input_tokens)", "cached_input_tokens": "SUM(cached_input_tokens)",
-    "cache_write_tokens": "SUM(cache_write_tokens)", "output_tokens": "SUM(output_tokens)",
-    "reasoning_tokens": "SUM(reasoning_tokens)", "cost_pico": "SUM(cost_pico)",
-    "latency_ms_sum": "SUM(latency_ms)", "quality_sum": "SUM(quality)", "quality_n": "COUNT(quality)",
-}
 
 
 def _q(col: str) -> str:
@@ -74,11 +59,11 @@ _INSERT_EVENT = (f"INSERT INTO usage_events ({', '.join(map(_q, _EVENT_COLUMNS))
 
 def _upsert_sql(table: str) -> str:
     keys = ROLLUPS[table]
-    cols = (*keys, *_ROLLUP_SUMS)
+    cols = (*keys, *ROLLUP_SUMS)
     marks = ", ".join(f"${i + 1}" for i in range(len(cols)))
     return (f"INSERT INTO {table} ({', '.join(map(_q, cols))}) VALUES ({marks}) "
             f"ON CONFLICT ({', '.join(map(_q, keys))}) DO UPDATE SET "
-            + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _ROLLUP_SUMS))
+            + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in ROLLUP_SUMS))
 
 
 _UPSERTS = {table: _upsert_sql(table) for table in ROLLUPS}
@@ -293,7 +278,7 @@ def _state(err: BaseException) -> str:
     return getattr(err, "sqlstate", "") or ""
 
 
-class PgStore:
+class PgStore(StoreReads):
     def __init__(self, pool: Any, url: str, schema: str | None) -> None:
         self._pool = pool
         self.url, self.schema = url, schema
@@ -499,14 +484,6 @@ class PgStore:
         self._snapshot_ids.update(new_ids)  # committed now: safe to share
         return result
 
-    async def find_event(self, ref: str) -> Any | None:
-        rows = await self.fetch(
-            "SELECT e.*, p.body AS price_snapshot FROM usage_events e "
-            "LEFT JOIN price_snapshots p ON p.id = e.price_snapshot_id WHERE e.id = $1 OR e.request_id = $1",
-            (ref,),
-        )
-        return rows[0] if rows else None
-
     async def set_quality(self, ref: str, score: float, source: str) -> Any:
         """Set an event's quality score (by id or request_id) and keep the rollup in step."""
 
@@ -536,49 +513,7 @@ class PgStore:
 
         return await self.transaction(work)
 
-    async def rollup(self, since_day: str, until_day: str, group_by: Sequence[str],
-                     filters: dict[str, str] | None = None) -> list[Any]:
-        """Sums over [since_day, until_day) grouped by `group_by` (columns of GROUP_COLUMNS), as Store.rollup."""
-        filters = filters or {}
-        bad = [c for c in (*group_by, *filters) if c not in GROUP_COLUMNS]
-        if bad:
-            raise InvalidInput(f"cannot group or filter by {bad}; choose from {list(GROUP_COLUMNS)}")
-        needed = {*group_by, *filters}
-        table = next((t for t, keys in ROLLUPS.items() if needed <= set(keys)), None)
-        params: list[Any] = [since_day, until_day, *filters.values()]
-        if table is not None:
-            day_col, sums = "day", [f"SUM({c}) AS {c}" for c in _ROLLUP_SUMS]
-            exprs = [_q(c) for c in group_by]
-            cols = list(exprs)
-            where = ["day >= ?", "day < ?", *(f"{_q(c)} = ?" for c in filters)]
-        else:  # raw events: `day` is derived, absent values are NULL rather than ''
-            table, day_col = "usage_events", "substr(ts, 1, 10)"
-            sums = [f"{expr} AS {c}" for c, expr in _RAW_SUMS.items()]
-            exprs = [day_col if c == "day" else f"COALESCE({_q(c)}, '')" for c in group_by]
-            cols = [f"{e} AS {_q(c)}" for e, c in zip(exprs, group_by, strict=True)]
-            where = ["ts >= ?", "ts < ?", *(f"COALESCE({_q(c)}, '') = ?" for c in filters)]
-        select = ", ".join([*cols, *sums, f"MIN({day_col}) AS first_day"])
-        sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"
-        if group_by:
-            sql += " GROUP BY " + ", ".join(exprs)
-        return await self.fetch(sql, params)
-
-    async def count_events(self) -> int:
-        rows = await self.fetch("SELECT COUNT(*) FROM usage_events")
-        return int(rows[0][0])
-
     # ---------------------------------------------------------------- routing rules and audit
-    async def latest_rules(self) -> dict[str, RuleRow]:
-        rows = await self.fetch(
-            "SELECT r.* FROM routing_rules r JOIN (SELECT task_type, MAX(version) AS v FROM routing_rules "
-            "GROUP BY task_type) m ON m.task_type = r.task_type AND m.v = r.version"
-        )
-        return {r["task_type"]: _rule_row(r) for r in rows}
-
-    async def rule_history(self, task_type: str) -> list[RuleRow]:
-        rows = await self.fetch("SELECT * FROM routing_rules WHERE task_type = $1 ORDER BY version", (task_type,))
-        return [_rule_row(r) for r in rows]
-
     async def add_rule_version(self, task_type: str, body: dict[str, Any], *, author: str, reason: str,
                                evidence: str | None, action: str, details: dict[str, Any],
                                expect_version: int | None = None) -> RuleRow:
@@ -605,9 +540,3 @@ class PgStore:
             return RuleRow(task_type, version, body, author, reason, evidence, now)
 
         return await self.transaction(work)
-
-    async def audit_log(self, limit: int = 100, target: str | None = None) -> list[Any]:
-        if target:
-            return await self.fetch("SELECT * FROM audit_log WHERE target = $1 ORDER BY id DESC LIMIT $2",
-                                    (target, limit))
-        return await self.fetch("SELECT * FROM audit_log ORDER BY id DESC LIMIT $1", (limit,))

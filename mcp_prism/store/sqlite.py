@@ -15,7 +15,6 @@ import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,13 +25,15 @@ from mcp_prism.core.pricing import PriceSnapshot, to_picodollars
 from mcp_prism.core.usage import UsageEvent, iso, utcnow
 from mcp_prism.errors import InvalidInput, StoreError
 from mcp_prism.store.migrations import MIGRATIONS
+from mcp_prism.store.reads import GROUP_COLUMNS as GROUP_COLUMNS  # re-exported: adapters import it here
+from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS, StoreReads
+from mcp_prism.store.reads import RuleRow as RuleRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5_000
 LOCK_RETRY_SECONDS = 60.0
-GROUP_COLUMNS = ("task_type", "model", "provider", "team", "user", "project", "day")
 
 _EVENT_COLUMNS = (
     "id", "ts", "task_type", "model", "provider", "input_tokens", "cached_input_tokens",
@@ -44,29 +45,15 @@ _INSERT_EVENT = (
     f"INSERT INTO usage_events ({', '.join(_EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS)})"
 )
-_ROLLUP_SUMS = ("requests", "errors", "unpriced", "input_tokens", "cached_input_tokens", "cache_write_tokens",
-                "output_tokens", "reasoning_tokens", "cost_pico", "latency_ms_sum", "quality_sum", "quality_n")
-# The same sums computed from raw events, for groupings no rollup holds.
-_RAW_SUMS = {
-    "requests": "COUNT(*)", "errors": "SUM(status != 'ok')", "unpriced": "SUM(cost_pico IS NULL)",
-    "input_tokens": "SUM(input_tokens)", "cached_input_tokens": "SUM(cached_input_tokens)",
-    "cache_write_tokens": "SUM(cache_write_tokens)", "output_tokens": "SUM(output_tokens)",
-    "reasoning_tokens": "SUM(reasoning_tokens)", "cost_pico": "SUM(cost_pico)",
-    "latency_ms_sum": "SUM(latency_ms)", "quality_sum": "SUM(quality)", "quality_n": "COUNT(quality)",
-}
 # rollup table -> its key columns (besides the sums)
-ROLLUPS: dict[str, tuple[str, ...]] = {
-    "usage_daily": ("day", "task_type", "model", "provider", "team", "project"),
-    "usage_daily_user": ("day", "user", "team", "project"),
-}
 
 
 def _upsert_sql(table: str) -> str:
     keys = ROLLUPS[table]
-    cols = (*keys, *_ROLLUP_SUMS)
+    cols = (*keys, *ROLLUP_SUMS)
     return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
-            + ", ".join(f"{c} = {c} + excluded.{c}" for c in _ROLLUP_SUMS))
+            + ", ".join(f"{c} = {c} + excluded.{c}" for c in ROLLUP_SUMS))
 
 
 _UPSERTS = {table: _upsert_sql(table) for table in ROLLUPS}
@@ -78,18 +65,7 @@ def _is_locked(err: BaseException) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class RuleRow:
-    task_type: str
-    version: int
-    body: dict[str, Any]
-    author: str
-    reason: str
-    evidence: str | None
-    created_at: str
-
-
-class Store:
+class Store(StoreReads):
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
@@ -261,14 +237,6 @@ class Store:
 
         return await self.transaction(work)
 
-    async def find_event(self, ref: str) -> sqlite3.Row | None:
-        rows = await self.fetch(
-            "SELECT e.*, p.body AS price_snapshot FROM usage_events e "
-            "LEFT JOIN price_snapshots p ON p.id = e.price_snapshot_id WHERE e.id = ? OR e.request_id = ?",
-            (ref, ref),
-        )
-        return rows[0] if rows else None
-
     async def set_quality(self, ref: str, score: float, source: str) -> sqlite3.Row:
         """Set an event's quality score (by id or request_id) and keep the rollup in step."""
 
@@ -300,52 +268,7 @@ class Store:
 
         return await self.transaction(work)
 
-    async def rollup(self, since_day: str, until_day: str, group_by: Sequence[str],
-                     filters: dict[str, str] | None = None) -> list[sqlite3.Row]:
-        """Sums over [since_day, until_day) grouped by `group_by` (columns of GROUP_COLUMNS).
-
-        Reads the smallest rollup that has every column asked for; raw events otherwise."""
-        filters = filters or {}
-        bad = [c for c in (*group_by, *filters) if c not in GROUP_COLUMNS]
-        if bad:
-            raise InvalidInput(f"cannot group or filter by {bad}; choose from {list(GROUP_COLUMNS)}")
-        needed = {*group_by, *filters}
-        table = next((t for t, keys in ROLLUPS.items() if needed <= set(keys)), None)
-        if table is not None:
-            day_col, sums = "day", [f"SUM({c}) AS {c}" for c in _ROLLUP_SUMS]
-            exprs = list(group_by)
-            cols = list(group_by)
-            params: list[Any] = [since_day, until_day, *filters.values()]
-            where = ["day >= ?", "day < ?", *(f"{c} = ?" for c in filters)]
-        else:  # raw events: `day` is derived, absent values are NULL rather than ''
-            table, day_col = "usage_events", "substr(ts, 1, 10)"
-            sums = [f"{expr} AS {c}" for c, expr in _RAW_SUMS.items()]
-            exprs = [day_col if c == "day" else f"COALESCE({c}, '')" for c in group_by]
-            cols = [f"{e} AS {c}" for e, c in zip(exprs, group_by, strict=True)]
-            params = [since_day, until_day, *filters.values()]
-            where = ["ts >= ?", "ts < ?", *(f"COALESCE({c}, '') = ?" for c in filters)]
-        select = ", ".join([*cols, *sums, f"MIN({day_col}) AS first_day"])
-        sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"
-        if group_by:  # group by the expressions: a bare name would mean the raw column, not the alias
-            sql += " GROUP BY " + ", ".join(exprs if table == "usage_events" else group_by)
-        return await self.fetch(sql, params)
-
-    async def count_events(self) -> int:
-        rows = await self.fetch("SELECT COUNT(*) FROM usage_events")
-        return int(rows[0][0])
-
     # ---------------------------------------------------------------- routing rules and audit
-    async def latest_rules(self) -> dict[str, RuleRow]:
-        rows = await self.fetch(
-            "SELECT r.* FROM routing_rules r JOIN (SELECT task_type, MAX(version) AS v FROM routing_rules "
-            "GROUP BY task_type) m ON m.task_type = r.task_type AND m.v = r.version"
-        )
-        return {r["task_type"]: _rule_row(r) for r in rows}
-
-    async def rule_history(self, task_type: str) -> list[RuleRow]:
-        rows = await self.fetch("SELECT * FROM routing_rules WHERE task_type = ? ORDER BY version", (task_type,))
-        return [_rule_row(r) for r in rows]
-
     async def add_rule_version(self, task_type: str, body: dict[str, Any], *, author: str, reason: str,
                                evidence: str | None, action: str, details: dict[str, Any],
                                expect_version: int | None = None) -> RuleRow:
@@ -371,12 +294,6 @@ class Store:
 
         return await self.transaction(work)
 
-    async def audit_log(self, limit: int = 100, target: str | None = None) -> list[sqlite3.Row]:
-        if target:
-            return await self.fetch("SELECT * FROM audit_log WHERE target = ? ORDER BY id DESC LIMIT ?",
-                                    (target, limit))
-        return await self.fetch("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
-
 
 _SNAPSHOT_JSON: dict[int, tuple[PriceSnapshot, str]] = {}
 
@@ -389,9 +306,6 @@ def _snapshot_json(prices: PriceSnapshot) -> str:
     return hit[1]
 
 
-def _rule_row(r: sqlite3.Row) -> RuleRow:
-    return RuleRow(r["task_type"], r["version"], json.loads(r["body"]), r["author"], r["reason"],
-                   r["evidence"], r["created_at"])
 
 
 def _split_sql(script: str) -> list[str]:
