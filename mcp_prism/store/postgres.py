@@ -311,12 +311,6 @@ class PgStore(StoreReads):
     async def close(self) -> None:
         await self._pool.close()
 
-    async def __aenter__(self) -> PgStore:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     async def _migrate(self) -> None:
         async def work(conn: PgConnection) -> None:
             raw = conn.raw

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from mcp_prism.errors import InvalidInput
 
@@ -52,10 +52,19 @@ def rule_row(r: Any) -> RuleRow:
 
 
 class StoreReads:
-    """Read queries over `fetch`; mixed into Store (SQLite) and PgStore (PostgreSQL)."""
+    """Read queries over `fetch`, and `async with`; mixed into Store (SQLite) and PgStore (PostgreSQL)."""
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def find_event(self, ref: str) -> Any | None:
         rows = await self.fetch(

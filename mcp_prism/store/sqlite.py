@@ -97,12 +97,6 @@ class Store(StoreReads):
     async def close(self) -> None:
         await self._conn.close()
 
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     async def _migrate(self) -> None:
         async def work(conn: aiosqlite.Connection) -> None:
             await conn.execute(
