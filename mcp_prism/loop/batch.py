@@ -538,13 +538,8 @@ class BatchService:
             if not isinstance(file_id, str) or not file_id:
                 continue
             raw = await self._call(provider, "GET", f"{base}/files/{file_id}/content", headers)
-            for line in raw.decode("utf-8", "replace").splitlines():
-                try:
-                    item = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(item, dict) and isinstance(item.get("custom_id"), str):
-                    outcomes[item["custom_id"]] = self._openai_line(item)
+            for item in _result_lines(raw):
+                outcomes[item["custom_id"]] = self._openai_line(item)
         # Requests with no line: the batch's own fate decides theirs.
         default: Literal["error", "expired", "cancelled"] = \
             "expired" if status == "expired" else "cancelled" if status == "cancelled" else "error"
@@ -587,13 +582,8 @@ class BatchService:
             # The key goes only to the provider's own host, whatever URL the answer named.
             same_host = full.host == httpx.URL(base).host
             raw = await self._call(provider, "GET", str(full), headers if same_host else {})
-            for line in raw.decode("utf-8", "replace").splitlines():
-                try:
-                    item = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(item, dict) and isinstance(item.get("custom_id"), str):
-                    outcomes[item["custom_id"]] = self._anthropic_line(item.get("result"))
+            for item in _result_lines(raw):
+                outcomes[item["custom_id"]] = self._anthropic_line(item.get("result"))
         why = f"the {provider} message batch ended without a result for this request"
         return _Ended(outcomes, _Outcome("error", error=WireError(502, "provider_error", why)))
 
@@ -801,3 +791,16 @@ def poll_markdown(r: PollResult) -> str:
              f"recorded costing {money(r.cost_usd, 6)} at the batch price"]
     lines += [f"error: {e}" for e in r.errors]
     return "\n".join(lines)
+
+
+def _result_lines(raw: bytes) -> list[dict[str, Any]]:
+    """The lines of a batch results file that name their request; a torn or foreign line is skipped."""
+    out = []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and isinstance(item.get("custom_id"), str):
+            out.append(item)
+    return out
