@@ -42,9 +42,10 @@ from mcp_prism.gateway.recorder import Outcome, Recorder
 from mcp_prism.loop.batch import BatchService, run_batch_loop
 from mcp_prism.providers.client import ProviderClient
 from mcp_prism.providers.formats import anthropic as anthropic_format
-from mcp_prism.providers.formats import gemini as gemini_format
+from mcp_prism.providers.formats import last_user_text
 from mcp_prism.providers.formats import openai as openai_format
 from mcp_prism.providers.prompt_cache import mark_cache_control
+from mcp_prism.providers.registry import FORMATS
 from mcp_prism.providers.resilience import (
     CIRCUIT_STATE_VALUE,
     Attempt,
@@ -56,7 +57,7 @@ from mcp_prism.providers.resilience import (
     send_resilient,
 )
 from mcp_prism.providers.sse import SSEDecoder, encode_sse
-from mcp_prism.providers.wire import ChatResponse, StreamEnd, Text, TextDelta, Usage, WireError
+from mcp_prism.providers.wire import StreamEnd, TextDelta, Usage, WireError
 from mcp_prism.service import AUTO, TASK_PREFIX, PrismService, RouteDecision
 from mcp_prism.team.budgets import Budget, BudgetExceeded, Enforcer, Reservation
 from mcp_prism.team.keys import PREFIX as KEY_PREFIX
@@ -68,7 +69,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-FORMATS: dict[str, ModuleType] = {"openai": openai_format, "anthropic": anthropic_format, "gemini": gemini_format}
 MAX_BODY = 32 * 1024 * 1024
 BATCH_PATH = "/v1/prism/batches/"
 SETTLE_INTERVAL = 0.05  # seconds a settled request's estimate may stay reserved (refusing early, never overspending)
@@ -85,21 +85,6 @@ FORWARDED_ANTHROPIC_HEADERS = (b"anthropic-version", b"anthropic-beta")
 
 def _status_of(err: WireError) -> str:
     return STATUS_OF_KIND.get(err.kind, "provider_error")
-
-
-def last_user_text(messages: list[Any]) -> str:
-    """The text of the last user turn, in either format (tool results are not the task)."""
-    for m in reversed(messages):
-        if not isinstance(m, dict) or m.get("role") != "user":
-            continue
-        content = m.get("content")
-        if isinstance(content, str):
-            return content[:CLASSIFY_CHARS]
-        if isinstance(content, list):
-            texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-            if texts:
-                return " ".join(t for t in texts if isinstance(t, str))[:CLASSIFY_CHARS]
-    return ""
 
 
 @dataclass(slots=True)
@@ -372,7 +357,7 @@ class Gateway:
         if problem:
             await self._error(send, r, WireError(400, "invalid_request", problem))
             return
-        text = last_user_text(data["messages"])
+        text = last_user_text(data["messages"], limit=CLASSIFY_CHARS)
         try:
             d = await self.service.route_request(data["model"], text, task_hint=r.header(b"x-prism-task"),
                                                  context_tokens=len(body) // 4, classify_named=False)
@@ -585,13 +570,13 @@ class Gateway:
             if pfmt is r.fmt:
                 usage, out = pfmt.usage_of(body), raw
                 if r.response_text is not None:
-                    r.response_text.append(_answer_text(pfmt.parse_response(body)))
+                    r.response_text.append(pfmt.parse_response(body).text())
             else:
                 parsed = pfmt.parse_response(body)
                 usage = parsed.usage
                 out = json.dumps(r.fmt.render_response(parsed, r.decision.model.name), separators=(",", ":")).encode()
                 if r.response_text is not None:
-                    r.response_text.append(_answer_text(parsed))
+                    r.response_text.append(parsed.text())
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             await self._error(send, r, WireError(502, "provider_error", f"the provider sent a response that is not "
                                                  f"valid {pfmt.__name__.rsplit('.', 1)[-1]} JSON ({e})"), record=True)
@@ -875,10 +860,6 @@ class _PassthroughUsage:
 
 def _deployment(m: ModelSpec) -> tuple[str, str]:
     return (m.provider, m.name)
-
-
-def _answer_text(resp: ChatResponse) -> str:
-    return "".join(p.text for p in resp.content if isinstance(p, Text))
 
 
 async def _read_all(resp: httpx.Response) -> bytes:

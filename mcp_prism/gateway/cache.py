@@ -39,16 +39,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from types import ModuleType
 from typing import Any, Protocol
 
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import ConfigError, InvalidInput
-from mcp_prism.providers.formats import anthropic as anthropic_format
-from mcp_prism.providers.formats import dumps
-from mcp_prism.providers.formats import gemini as gemini_format
-from mcp_prism.providers.formats import openai as openai_format
+from mcp_prism.providers.formats import dumps, last_user_text
+from mcp_prism.providers.registry import FORMATS
 from mcp_prism.providers.wire import (
     BlockStop,
     ChatResponse,
@@ -66,7 +63,6 @@ from mcp_prism.providers.wire import (
 )
 from mcp_prism.store.sqlite import Store
 
-FORMATS: dict[str, ModuleType] = {"openai": openai_format, "anthropic": anthropic_format, "gemini": gemini_format}
 KEY_VERSION = 1  # bump when the normalisation changes: old entries then simply miss and expire
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata"})
 DEFAULT_TTL_SECONDS = 3600
@@ -493,17 +489,9 @@ def semantic_namespace(client_format: str, body: Mapping[str, Any], model: str, 
 
 
 def query_text(body: Mapping[str, Any]) -> str:
-    """The last user message's text, the part a semantic match compares."""
-    for m in reversed(body.get("messages") or []):
-        if not isinstance(m, Mapping) or m.get("role") != "user":
-            continue
-        content = m.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return "\n".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
-        return ""
-    return ""
+    """The last user message's whole text (never cut: a difference past a cut would slip through the
+    identifier check), the part a semantic match compares."""
+    return last_user_text(body.get("messages"), sep="\n")
 
 
 @dataclass(frozen=True, slots=True)

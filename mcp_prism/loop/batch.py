@@ -35,7 +35,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from types import ModuleType
 from typing import Any, Literal
 
 import aiosqlite
@@ -49,14 +48,14 @@ from mcp_prism.core.usage import UsageEvent, iso, utcnow
 from mcp_prism.errors import ConfigError, InvalidInput, PrismError, UnknownName
 from mcp_prism.providers.client import ANTHROPIC_VERSION, ProviderClient
 from mcp_prism.providers.formats import anthropic as anthropic_format
-from mcp_prism.providers.formats import gemini as gemini_format
+from mcp_prism.providers.formats import last_user_text
 from mcp_prism.providers.formats import openai as openai_format
-from mcp_prism.providers.wire import ChatResponse, Text, WireError
+from mcp_prism.providers.registry import FORMATS
+from mcp_prism.providers.wire import ChatResponse, WireError
 from mcp_prism.service import PrismService, UsageInput
 
 log = logging.getLogger(__name__)
 
-FORMATS: dict[str, ModuleType] = {"openai": openai_format, "anthropic": anthropic_format, "gemini": gemini_format}
 CLIENT_FORMATS = ("openai", "anthropic")  # the gateway's client-facing formats
 BATCH_APIS = ("openai", "anthropic")  # providers (by name) whose batch API is implemented
 ID_PREFIX = "batch_req_"
@@ -144,24 +143,6 @@ def new_request_id() -> str:
 
 def _status_of(err: WireError) -> str:
     return EVENT_STATUS.get(err.kind, "provider_error")
-
-
-def _last_user_text(body: Mapping[str, Any]) -> str:
-    for m in reversed(body.get("messages") or []):
-        if not isinstance(m, dict) or m.get("role") != "user":
-            continue
-        content = m.get("content")
-        if isinstance(content, str):
-            return content[:PROMPT_CHARS]
-        if isinstance(content, list):
-            texts = [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-            if texts:
-                return " ".join(texts)[:PROMPT_CHARS]
-    return ""
-
-
-def _answer_text(resp: ChatResponse) -> str:
-    return "".join(p.text for p in resp.content if isinstance(p, Text))
 
 
 def _json_obj(text: str | None) -> dict[str, Any] | None:
@@ -668,7 +649,8 @@ class BatchService:
             # (the turnaround is in batch_requests: created_at .. completed_at).
             latency_ms=0.0, status=status, batch=True, user=row["user"], team=row["team"], project=row["project"],
             source="gateway", request_id=row["id"], timestamp=iso(now),
-            prompt=_last_user_text(body) or None, response=_answer_text(parsed) if parsed else None)
+            prompt=last_user_text(body.get("messages"), limit=PROMPT_CHARS) or None,
+            response=parsed.text() if parsed else None)
         event = self.svc._usage_event(u)
         event.api_key_id = row["api_key_id"]
         return event

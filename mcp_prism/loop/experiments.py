@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 import aiosqlite
@@ -36,16 +35,14 @@ from mcp_prism.core.report import money, monthly
 from mcp_prism.core.stats import SPRT, qualify
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import InvalidInput, PrismError, UnknownName
-from mcp_prism.providers.formats import anthropic as anthropic_format
-from mcp_prism.providers.formats import gemini as gemini_format
 from mcp_prism.providers.formats import openai as openai_format
+from mcp_prism.providers.registry import FORMATS
 from mcp_prism.providers.wire import ChatRequest, Text, ToolCall, WireError
 from mcp_prism.results import RuleChange
 from mcp_prism.service import PrismService
 
 log = logging.getLogger(__name__)
 
-FORMATS: dict[str, ModuleType] = {"openai": openai_format, "anthropic": anthropic_format, "gemini": gemini_format}
 METHODS = ("human", "judge", "automated")
 # The team's policy (../shared/notes/evaluation.md): humans and checks must clear 95%, a judge 90%.
 DEFAULT_THRESHOLDS: dict[str, float] = {"human": 0.95, "judge": 0.90, "automated": 0.95}

@@ -121,6 +121,10 @@ class ChatResponse:
     stop_sequence: str | None = None
     created: int | None = None  # unix seconds
 
+    def text(self) -> str:
+        """The answer's text parts, joined (tool calls and reasoning left out)."""
+        return "".join(p.text for p in self.content if isinstance(p, Text))
+
 
 # ---------------------------------------------------------------- stream events
 @dataclass(slots=True)

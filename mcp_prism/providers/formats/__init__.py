@@ -85,3 +85,22 @@ def json_body(body: bytes) -> Any:
         return json.loads(body) if body else None
     except ValueError:
         return None
+
+
+def last_user_text(messages: Any, *, limit: int | None = None, sep: str = " ") -> str:
+    """The text of the last user turn of an OpenAI- or Anthropic-shaped conversation; a user turn with no
+    text (only tool results) is skipped, since tool results are not the task."""
+    if not isinstance(messages, list):
+        return ""
+    for m in reversed(messages):
+        if not isinstance(m, dict) or m.get("role") != "user":
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            return content[:limit]
+        if isinstance(content, list):
+            texts = [p["text"] for p in content
+                     if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)]
+            if texts:
+                return sep.join(texts)[:limit]
+    return ""
