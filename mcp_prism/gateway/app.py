@@ -646,17 +646,16 @@ class Gateway:
                 r.stream_events += len(events)
                 if same:
                     assert tracker is not None
-                    drop = False
+                    kept = []  # the events but a usage-only chunk the client did not ask for
                     for event, data in events:
                         if capture is not None:
                             capture.feed(event, data)
-                        if tracker.feed(event, data) and not client_usage:
-                            drop = True
+                        if not (tracker.feed(event, data) and not client_usage):
+                            kept.append((event, data))
                         if data == "[DONE]" or event == "message_stop":
                             ended = True
-                    if drop:  # re-emit without the usage chunk the client did not ask for
-                        chunk = b"".join(encode_sse(data, event) for event, data in events
-                                         if not (tracker.is_usage_only(data)))
+                    if len(kept) < len(events):  # re-emit without the dropped chunk
+                        chunk = b"".join(encode_sse(data, event) for event, data in kept)
                     if r.response_text is not None:
                         r.response_text.extend(tracker.texts(events))
                     out = chunk
@@ -828,16 +827,6 @@ class _PassthroughUsage:
             self.usage = openai_format.usage_of(obj)
             return not obj.get("choices")
         return False
-
-    @staticmethod
-    def is_usage_only(data: str) -> bool:
-        if not _may_carry_usage(data):
-            return False
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            return False
-        return isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and not obj.get("choices")
 
     def texts(self, events: list[tuple[str | None, str]]) -> list[str]:
         out = []
