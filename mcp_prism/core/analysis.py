@@ -13,13 +13,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from mcp_prism.core.stats import Qualification, clopper_pearson_lower, qualify
+from mcp_prism.core.stats import DEFAULT_THRESHOLDS, Qualification, clopper_pearson_lower, qualify
 from mcp_prism.core.tasks import Tier
 from mcp_prism.errors import ConfigError
 
 # The team's policy: human ratings and automated checks must clear 95%, an LLM judge 90%
 # (../shared/notes/evaluation.md); imported outcomes are judged like an LLM judge's.
-DEFAULT_THRESHOLDS: dict[str, float] = {"human": 0.95, "judge": 0.90, "automated": 0.95, "imported": 0.90}
 DEFAULT_CONFIDENCE = 0.95
 VERDICTS = ("acceptable", "degraded", "unacceptable", "tie", "error")
 

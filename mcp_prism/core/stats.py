@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 MAX_SAMPLES = 1000
+# The team's policy by how quality was judged: a human's verdict is trusted to certify 95%, an LLM judge
+# (or outcomes someone else measured) only 90% (../shared/notes/evaluation.md).
+DEFAULT_THRESHOLDS: dict[str, float] = {"human": 0.95, "judge": 0.90, "automated": 0.95, "imported": 0.90}
 
 
 def z_one_sided(confidence: float) -> float:

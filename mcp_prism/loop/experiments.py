@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from mcp_prism import render
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.report import money, monthly
-from mcp_prism.core.stats import SPRT, qualify
+from mcp_prism.core.stats import DEFAULT_THRESHOLDS, SPRT, qualify
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import InvalidInput, PrismError, UnknownName
 from mcp_prism.providers.formats import openai as openai_format
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 METHODS = ("human", "judge", "automated")
 # The team's policy (../shared/notes/evaluation.md): humans and checks must clear 95%, a judge 90%.
-DEFAULT_THRESHOLDS: dict[str, float] = {"human": 0.95, "judge": 0.90, "automated": 0.95}
 MIN_SAMPLES, MAX_SAMPLES, DEFAULT_SAMPLES = 50, 100, 50
 MAX_CANDIDATES = 5
 EDGE_SHARE = 0.10  # of the draw, chosen as edge cases (longest, most tokens, lowest quality)
