@@ -232,28 +232,34 @@ async def cmd_rules_show(svc: PrismService, a: argparse.Namespace) -> Any:
     return v, show_rule(v)
 
 
-def _read_rule(path: str) -> Any:
-    if path == "-":
+RULE_EXAMPLE = '{"task_type": "code_review", "primary": "claude-sonnet-4-5"}'
+
+
+def read_json_arg(value: str, what: str, example: str, *, inline: bool = False) -> Any:
+    """A JSON argument: a file, `-` for standard input, or (with `inline`) the JSON itself when it starts
+    with `{`. Errors say which file or line and column was wrong, and what the JSON should look like."""
+    if inline and value.lstrip().startswith("{"):
+        text, where = value, f"the --{what} value"
+    elif value == "-":
         text, where = sys.stdin.read(), "standard input"
     else:
-        where = path
+        where = value
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = Path(value).expanduser().read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise InvalidInput(f"rule file {path} does not exist") from None
+            raise InvalidInput(f"{what} file {value} does not exist") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"cannot read rule file {path}: {e.__class__.__name__}: {e}") from None
+            raise InvalidInput(f"cannot read {what} file {value}: {e.__class__.__name__}: {e}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise InvalidInput(f"{where} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
-                           'a rule looks like {"task_type": "code_review", "primary": "claude-sonnet-4-5"}'
-                           ) from None
+                           f"a {what} looks like {example}") from None
 
 
 async def cmd_rules_set(svc: PrismService, a: argparse.Namespace) -> Any:
-    c = await svc.update_routing_rule(_read_rule(a.file), author=a.author, reason=a.reason, evidence=a.evidence,
-                                      dry_run=a.dry_run)
+    rule = read_json_arg(a.file, "rule", RULE_EXAMPLE)
+    c = await svc.update_routing_rule(rule, author=a.author, reason=a.reason, evidence=a.evidence, dry_run=a.dry_run)
     return c, show_change(c)
 
 

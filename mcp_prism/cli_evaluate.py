@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TextIO
 
+from mcp_prism.cli import read_json_arg
 from mcp_prism.core.judge import HUMAN_RATING_HELP
-from mcp_prism.errors import InvalidInput
 from mcp_prism.loop.evaluate import EvaluationService, ItemVerdict, RatingPair
 from mcp_prism.service import PrismService
 
@@ -20,27 +18,7 @@ KEYS = {"1": "first", "2": "second", "=": "same", "e": "same", "1!": "only_first
 KEY_HELP = ("1 = first is better | 2 = second is better | = = as good as each other | "
             "1! = only the first is acceptable | 2! = only the second is acceptable | s = skip | q = quit")
 MAX_ITEMS_SHOWN = 30
-
-
-def _read_check(value: str) -> Any:
-    """The check: inline JSON (starting with `{`), `-` for stdin, or a JSON file."""
-    if value.lstrip().startswith("{"):
-        text, where = value, "the --check value"
-    elif value == "-":
-        text, where = sys.stdin.read(), "standard input"
-    else:
-        where = value
-        try:
-            text = Path(value).expanduser().read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InvalidInput(f"check file {value} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"cannot read check file {value}: {e.__class__.__name__}: {e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InvalidInput(f"{where} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); a check "
-                           'looks like {"type": "exact", "normalise": true}') from None
+CHECK_EXAMPLE = '{"type": "exact", "normalise": true}'
 
 
 def _items(items: list[ItemVerdict]) -> str:
@@ -61,7 +39,8 @@ def _aligned(text: str) -> str:
 
 
 async def cmd_auto(svc: PrismService, a: argparse.Namespace) -> Any:
-    r = await EvaluationService(svc).automated(a.experiment, _read_check(a.check))
+    check = read_json_arg(a.check, "check", CHECK_EXAMPLE, inline=True)
+    r = await EvaluationService(svc).automated(a.experiment, check)
     return r, _aligned(r.markdown) + _items(r.items)
 
 
