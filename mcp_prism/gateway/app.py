@@ -599,7 +599,8 @@ class Gateway:
         assert r.decision is not None
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self._prism_headers(r)})
         same = pfmt is r.fmt
-        state = _PumpState(pfmt.StreamDecoder(), _PassthroughUsage(pfmt) if same else None)
+        # a passed-through stream needs only its usage read; a translated one is decoded event by event
+        state = _PumpState(None, _PassthroughUsage(pfmt)) if same else _PumpState(pfmt.StreamDecoder(), None)
         pump = asyncio.ensure_future(self._pump(send, r, resp, pfmt, state, t_up, client_usage))
         watch = asyncio.ensure_future(_disconnected(receive))
         try:
@@ -767,6 +768,8 @@ class Gateway:
 # ---------------------------------------------------------------- stream helpers
 @dataclass(slots=True)
 class _PumpState:
+    """Where a relayed stream's usage is read from: the pass-through tracker, or the translating decoder."""
+
     decoder: Any
     tracker: _PassthroughUsage | None
 
