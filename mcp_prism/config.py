@@ -14,6 +14,7 @@ catalog, `[task_types.*]` for team task types (or to opt a built-in type into sa
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -118,3 +119,13 @@ def task_types_from_config(config: Mapping[str, Any]) -> dict[str, TaskTypeSpec]
         types[name] = TaskTypeSpec(name, str(raw.get("description", name.replace("_", " "))), tier,
                                    tuple(k.strip().lower() for k in keywords), capture, False)
     return types
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address reaches only this machine (the servers open without credentials only there)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

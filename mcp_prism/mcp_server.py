@@ -13,7 +13,6 @@ import copy
 import hmac
 import importlib
 import inspect
-import ipaddress
 import json
 import logging
 import sys
@@ -32,7 +31,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from mcp_prism import __version__
-from mcp_prism.config import Settings
+from mcp_prism.config import Settings, is_loopback
 from mcp_prism.core.rules import RULE_SCHEMA
 from mcp_prism.errors import ConfigError, PrismError, UnknownName
 from mcp_prism.results import (
@@ -498,15 +497,6 @@ class StaticTokenVerifier:
         if hmac.compare_digest(token.encode("utf-8"), self._token):
             return AccessToken(token="***", client_id="mcp-prism-bearer", scopes=[])
         return None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _authority(host: str, port: int) -> str:

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Mapping
 
 import uvicorn
 
-from mcp_prism.config import Settings
+from mcp_prism.config import Settings, is_loopback
 from mcp_prism.errors import ConfigError
 from mcp_prism.gateway.app import Gateway
 from mcp_prism.service import PrismService
 
 log = logging.getLogger(__name__)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def build_gateway(settings: Settings, *, token: str | None = None, env: Mapping[str, str] | None = None,
@@ -48,11 +38,11 @@ def serve_gateway(settings: Settings, *, host: str = "127.0.0.1", port: int = 40
     `no_auth` True (`--no-auth`): no key needed, refused unless bound to loopback. False: every request
     needs a virtual key (or the admin token). None (a caller from before keys): open on loopback, a key
     or the token required beyond it."""
-    if no_auth and not _loopback(host):
+    if no_auth and not is_loopback(host):
         raise ConfigError(f"--no-auth serves anyone who can connect, so it only binds to loopback, not {host}: "
                           "drop --no-auth and give clients virtual keys (mcp-prism keys create --team T)")
     if no_auth is None:
-        no_auth = not token and _loopback(host)
+        no_auth = not token and is_loopback(host)
     app = build_gateway(settings, token=token, no_auth=no_auth)
     log.info("mcp-prism gateway on http://%s:%d (OpenAI: /v1/chat/completions, Anthropic: /v1/messages; %s)",
              host, port, "no auth: loopback only" if no_auth else "virtual key required"
