@@ -742,7 +742,8 @@ class Gateway:
         latency = (time.perf_counter() - r.t0) * 1000
         ttft = min(r.ttft_ms, latency) if r.ttft_ms is not None else None
         tokens = usage.tokens()
-        if r.reservation is not None:
+        cost = None
+        if r.reservation is not None:  # priced now to settle the budget; the recorder reuses it
             cost = self.service.catalog.cost(d.model.name, tokens, r.ts)  # type: ignore[union-attr]
             r.actual_pico = to_picodollars(cost.usd) if cost.usd is not None else 0
             r.actual_tokens = tokens.input_tokens + tokens.output_tokens
@@ -754,7 +755,7 @@ class Gateway:
             user=r.user, team=r.team, project=r.project,
             prompt=r.prompt, text=r.text if not d.task_type else None,
             response="".join(r.response_text) if r.response_text is not None else None, api_key_id=r.key_id,
-            cache_hit=r.cache_hit, saved_usd=saved_usd,
+            cache_hit=r.cache_hit, saved_usd=saved_usd, cost=cost,
         ))
 
     def _budget_level(self, b: Budget, remaining: int | None) -> None:

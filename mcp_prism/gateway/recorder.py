@@ -55,6 +55,7 @@ class Outcome:
     api_key_id: str | None = None
     cache_hit: bool = False  # answered from the response cache: costs nothing, saves `saved_usd`
     saved_usd: Decimal | None = None
+    cost: Cost | None = None  # when the request path priced it already (to settle a budget)
 
 
 @dataclass(slots=True)
@@ -136,7 +137,9 @@ class Recorder:
             spec = self.task_types.get(o.task_type)
             if spec is None or not spec.capture_samples:
                 o.prompt = o.response = None
-        cost = self.catalog.cost(o.model, o.tokens, o.ts) if o.model in self.catalog.models else None
+        cost = o.cost
+        if cost is None and o.model in self.catalog.models:
+            cost = self.catalog.cost(o.model, o.tokens, o.ts)
         if o.cache_hit:
             cost = Cost(Decimal(0), None)
         return UsageEvent(
