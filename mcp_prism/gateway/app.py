@@ -32,6 +32,7 @@ import httpx
 
 from mcp_prism.core.budgets import estimate_pico, output_allowance
 from mcp_prism.core.catalog import ModelSpec
+from mcp_prism.core.human_text import person_text
 from mcp_prism.core.pricing import to_picodollars
 from mcp_prism.core.usage import new_id, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
@@ -42,7 +43,6 @@ from mcp_prism.gateway.recorder import Outcome, Recorder
 from mcp_prism.loop.batch import BatchService, run_batch_loop
 from mcp_prism.providers.client import ProviderClient
 from mcp_prism.providers.formats import anthropic as anthropic_format
-from mcp_prism.providers.formats import last_user_text
 from mcp_prism.providers.formats import openai as openai_format
 from mcp_prism.providers.prompt_cache import mark_cache_control
 from mcp_prism.providers.registry import FORMATS
@@ -73,7 +73,7 @@ MAX_BODY = 32 * 1024 * 1024
 BATCH_PATH = "/v1/prism/batches/"
 SETTLE_INTERVAL = 0.05  # seconds a settled request's estimate may stay reserved (refusing early, never overspending)
 SETTLE_BATCH = 64
-CLASSIFY_CHARS = 4000  # the classifier reads the start of the last user message; more adds cost, not signal
+CLASSIFY_CHARS = 4000  # the person's newest words are classified; more adds cost, not signal
 STATUS_OF_KIND = {"rate_limited": "rate_limited", "timeout": "timeout", "invalid_request": "invalid_request",
                   "authentication": "invalid_request", "permission": "invalid_request", "not_found": "invalid_request",
                   "request_too_large": "invalid_request"}
@@ -357,7 +357,7 @@ class Gateway:
         if problem:
             await self._error(send, r, WireError(400, "invalid_request", problem))
             return
-        text = last_user_text(data["messages"], limit=CLASSIFY_CHARS)
+        text = person_text(data["messages"], limit=CLASSIFY_CHARS)
         try:
             d = await self.service.route_request(data["model"], text, task_hint=r.header(b"x-prism-task"),
                                                  context_tokens=len(body) // 4, classify_named=False)
