@@ -33,6 +33,21 @@ def shared_data(name: str) -> Path:
     return roots[0] / name
 
 
+CLIENTS = {"claude": "@anthropic-ai/claude-code@2.1.197", "codex": "@openai/codex@0.169.0",
+           "ccusage": "ccusage@18.0.11", "opencode": "opencode-ai@1.18.33"}
+
+
+def real_client(name: str) -> Path:
+    """The pinned npm CLI `name` that `.ci/run` installs under .ci/cache/NAME (PRISM_<NAME>_BIN overrides);
+    the calling test is skipped, saying how to install it, when it is absent."""
+    env = os.environ.get(f"PRISM_{name.upper()}_BIN")
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / f".ci/cache/{name}/node_modules/.bin/{name}"
+    if not path.exists():
+        pytest.skip(f"{name} is not installed at {path}: `.ci/run` installs it "
+                    f"(npm install --prefix .ci/cache/{name} {CLIENTS[name]})")
+    return path
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (for servers the tests start)."""
     with socket.socket() as s:
