@@ -305,20 +305,55 @@ def test_models_endpoint_lists_models_aliases_and_task_aliases(gw: RunningGatewa
 
 # ---------------------------------------------------------------- errors
 def test_unknown_model_and_bad_bodies_get_clear_errors_in_the_clients_format(gw: RunningGateway) -> None:
+    # no configured provider has models named acme-*, and genai-prices knows none: refused (gpt-99 would now
+    # pass through to OpenAI as a new model; see test_a_new_model_name_passes_through_and_is_recorded)
     with pytest.raises(openai.NotFoundError) as e:
-        gw.openai().chat.completions.create(model="gpt-99", messages=[{"role": "user", "content": "x"}])
-    assert "gpt-99" in str(e.value)
+        gw.openai().chat.completions.create(model="acme-99", messages=[{"role": "user", "content": "x"}])
+    assert "acme-99" in str(e.value)
+    refused = gw.event(_rid(e.value.response.headers))  # refused requests are recorded too
+    assert (refused["status"], refused["model"], refused["cost_usd"]) == ("invalid_request", "acme-99", None)
     with pytest.raises(anthropic.NotFoundError):
-        gw.anthropic().messages.create(model="gpt-99", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        gw.anthropic().messages.create(model="acme-99", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError) as e:
         gw.openai().chat.completions.create(model="prism/no_such_task", messages=[{"role": "user", "content": "x"}])
     assert "no_such_task" in str(e.value)
     r = httpx.post(f"{gw.url}/v1/chat/completions", content=b"{not json")
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    assert gw.event(_rid(r.headers))["model"] == "(none)"
     r = httpx.post(f"{gw.url}/v1/messages", json={"model": "claude-haiku-4-5"})
     assert r.status_code == 400 and r.json()["type"] == "error" and "messages" in r.json()["error"]["message"]
+    assert gw.event(_rid(r.headers))["provider"] == "anthropic"
+    # unknown paths and methods answer in the format of the API the path belongs to
     r = httpx.get(f"{gw.url}/v1/nothing")
-    assert r.status_code == 404
+    assert r.status_code == 404 and "/v1/nothing" in r.json()["error"]["message"] and "type" not in r.json()
+    r = httpx.post(f"{gw.url}/v1/messages/nothing", json={})
+    assert r.status_code == 404 and r.json() == {"type": "error", "error": {"type": "not_found_error",
+                                                                            "message": r.json()["error"]["message"]}}
+    r = httpx.get(f"{gw.url}/v1/messages")
+    assert r.status_code == 405 and r.json()["type"] == "error"
+    r = httpx.get(f"{gw.url}/v1/chat/completions")
+    assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_new_model_name_passes_through_and_is_recorded(gw: RunningGateway, fake: FakeProviders) -> None:
+    """Claude Code 2.1.197's default model (claude-opus-4-8) is not in the shipped catalog: it is served
+    and priced from genai-prices; a name genai-prices does not know is served and recorded unpriced."""
+    from mcp_prism.core.pricing import TokenUsage
+
+    raw = gw.anthropic().messages.with_raw_response.create(
+        model="claude-opus-4-8", max_tokens=50, messages=[{"role": "user", "content": "hello opus"}])
+    msg = raw.parse()
+    assert fake.calls[-1].body["model"] == "claude-opus-4-8"
+    ev = gw.event(_rid(raw.headers))
+    catalog = gw.settings.catalog()
+    u = msg.usage
+    want = catalog.cost("claude-opus-4-8", TokenUsage(input_tokens=u.input_tokens, output_tokens=u.output_tokens))
+    assert want.usd is not None and Decimal(ev["cost_usd"]) == want.usd and ev["provider"] == "anthropic"
+    raw = gw.anthropic().messages.with_raw_response.create(
+        model="claude-opus-9-9", max_tokens=50, messages=[{"role": "user", "content": "hello future"}])
+    ev = gw.event(_rid(raw.headers))
+    assert (ev["model"], ev["status"], ev["cost_usd"]) == ("claude-opus-9-9", "ok", None)
+    assert ev["input_tokens"] > 0
 
 
 def test_rate_limit_passes_status_retry_after_and_is_recorded(gw: RunningGateway) -> None:
