@@ -105,14 +105,21 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
     req = ChatRequest(model=model, messages=[], max_tokens=max_tokens)
     req.system = _system(body.get("system"))
     tool_names: dict[str, str] = {}
-    pending: list[Part] = []  # mid-conversation system messages waiting for the next user turn
+    pending: list[Part] = []  # mid-conversation system messages after an answer, for the next user turn
     for i, msg in enumerate(raw_messages):
         where = f"messages[{i}]"
         if not isinstance(msg, dict):
             bad_request(f"{where} must be an object with role and content, got {type_name(msg)}")
         role = msg.get("role")
         if role == "system":
-            pending += _mid_system(msg.get("content"), where)
+            if i == 0:
+                bad_request(f'{where}.role "system" cannot open the conversation: put system instructions in the '
+                            'top-level "system" field')
+            parts = _mid_system(msg.get("content"), where)
+            if req.messages and req.messages[-1].role == "user":  # it came before the answer: keep it there
+                req.messages[-1].content.extend(parts)
+            else:
+                pending += parts
             continue
         if role not in ("user", "assistant"):
             bad_request(f'{where}.role must be "user", "assistant" or "system", got {role!r}')
@@ -120,11 +127,8 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         if pending and role == "user":  # after any tool results, which must lead a user turn
             content, pending = [*content, *pending], []
         req.messages.append(Message(role, content))
-    if pending:  # system text after the last turn: it belongs to the turn being answered
-        if req.messages and req.messages[-1].role == "user":
-            req.messages[-1].content.extend(pending)
-        else:
-            req.messages.append(Message("user", pending))
+    if pending:  # system text after the last answer: the turn being answered
+        req.messages.append(Message("user", pending))
 
     req.tools = _tools(body.get("tools"))
     _tool_choice(body.get("tool_choice"), req)
