@@ -806,6 +806,7 @@ def test_anthropic_mid_conversation_system_messages_translate_to_user_turn_text(
     assert [m.role for m in req.messages] == ["user", "assistant", "user"]
     assert [p.text for p in req.messages[0].content] == [
         "write tests", "<system-reminder>\nAvailable agent types: Explore\n</system-reminder>"]
-    assert [p.text for p in req.messages[2].content] == ["go on", "<system-reminder>\nskills: review\n</system-reminder>"]
+    assert [p.text for p in req.messages[2].content] == [
+        "go on", "<system-reminder>\nskills: review\n</system-reminder>"]
     built = oai.build_request(req, "gpt-5-nano")
     assert [m["role"] for m in built["messages"]] == ["user", "assistant", "user"]
