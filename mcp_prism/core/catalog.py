@@ -93,8 +93,14 @@ class Catalog:
 
     def _discover(self, name: str) -> ModelSpec | None:
         """A spec for an unlisted but plausible model name (see the module doc); None when implausible."""
-        if len(self._discovered) >= MAX_DISCOVERED or not _PLAUSIBLE.match(name):
-            return None  # bounded: a client inventing names cannot grow this without limit
+        if not _PLAUSIBLE.match(name):
+            return None
+        if len(self._discovered) >= MAX_DISCOVERED:  # bounded: clients inventing names cannot grow it forever
+            old = next(iter(self._discovered))  # the oldest goes (found again if asked for again)
+            del self._discovered[old]
+            self._gp_models.pop(old, None)
+            for k in [k for k in self._price_cache if k[0] == old]:
+                del self._price_cache[k]
         listed = [m for m in self.models.values() if not self.providers[m.provider].local
                   or name.startswith(m.provider + "/")]
         nearest = max(listed, key=lambda m: (_common_prefix(m.name, name), m.name), default=None)

@@ -164,7 +164,7 @@ class Gateway:
             ("POST", "/v1/chat/completions"): self._openai_chat,
             ("POST", "/chat/completions"): self._openai_chat,
             ("POST", "/v1/messages"): self._anthropic_messages,
-            ("POST", "/v1/messages/count_tokens"): self._count_tokens,
+            ("POST", COUNT_TOKENS_PATH): self._count_tokens,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
             ("GET", "/healthz"): self._health,
