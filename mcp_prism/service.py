@@ -208,7 +208,7 @@ class PrismService:
     def resolve_model(self, name: str) -> ModelSpec:
         """`catalog.resolve`, warning once per model a client named that the catalog does not list and
         genai-prices cannot price (its requests are recorded with tokens but no cost)."""
-        spec = self.catalog.resolve(name)
+        spec = self.catalog.resolve(name, unpriced=True)
         if spec.discovered and spec.name not in self._warned_unpriced and self.catalog.prices_at(spec.name) is None:
             self._warned_unpriced.add(spec.name)
             log.warning("model %s is not in the catalog and genai-prices has no price for it: its requests are "

@@ -6,7 +6,8 @@ catalog does not list but that plausibly belongs to a configured provider is *di
 rather than refused: its provider is the one whose listed models share its family prefix (`claude-`,
 `gpt-`, ...) or whose genai-prices list knows it; tier, capabilities and family come from the listed
 model with the longest common prefix; the price comes from genai-prices when it knows the name, else
-the model is unpriced (tokens recorded, cost None, never a silent 0). Discovered models serve clients
+the model is unpriced (tokens recorded, cost None, never a silent 0), and only callers that serve or
+record what a client named accept it (`resolve(..., unpriced=True)`). Discovered models serve clients
 that name them; routing only offers the models the catalog lists.
 
 `build_catalog` takes already-parsed mappings (the shipped catalog.toml, then the user's
@@ -77,8 +78,10 @@ class Catalog:
     _discovered: dict[str, ModelSpec | None] = field(default_factory=dict, repr=False)  # None = not plausible
 
     # ---------------------------------------------------------------- lookup
-    def resolve(self, name: str) -> ModelSpec:
-        """A model by name or alias (aliases may point at aliases)."""
+    def resolve(self, name: str, *, unpriced: bool = False) -> ModelSpec:
+        """A model by name or alias (aliases may point at aliases), or an unlisted name genai-prices knows
+        for a configured provider. `unpriced` also admits plausible names nobody prices (for serving and
+        recording what a client named; rules, judges and experiments leave it off, so a typo still fails)."""
         seen: set[str] = set()
         key = name.strip()
         while key in self.aliases and key not in seen:
@@ -87,7 +90,7 @@ class Catalog:
         spec = self.models.get(key)
         if spec is None:
             spec = self._discovered[key] if key in self._discovered else self._discover(key)
-            if spec is None:
+            if spec is None or (spec.prices_ref is None and not unpriced):
                 raise UnknownName("model", name, [*self.models, *self.aliases])
         return spec
 
@@ -138,7 +141,7 @@ class Catalog:
     # ---------------------------------------------------------------- prices
     def prices_at(self, model: str, at: datetime | None = None) -> PriceSnapshot | None:
         """The prices in force for `model` at `at` (now when None), or None if unpriced."""
-        spec = self.resolve(model)
+        spec = self.resolve(model, unpriced=True)
         if spec.fixed_price is not None:
             return spec.fixed_price  # a configured discount is folded in when the catalog is built
         found = self._gp_models.get(spec.name)

@@ -19,7 +19,7 @@ _BLOCK_TAGS = (
     "local-command-stdout", "local-command-stderr", "bash-stdout", "bash-stderr", "user-prompt-submit-hook",
     "command-message", "turn_aborted", "user_shell_command", "ide_selection", "ide_opened_file",
 )
-_BLOCK = re.compile(r"<(" + "|".join(_BLOCK_TAGS) + r")(?:\s[^>]*)?>.*?(?:</\1>|\Z)", re.S)
+_OPEN = re.compile(r"<(" + "|".join(_BLOCK_TAGS) + r")(?:\s[^>]*)?>")
 # Tags whose content is the person's (a slash command's name and arguments, a `!` shell input): unwrapped.
 _KEEP = re.compile(r"</?(?:command-name|command-args|bash-input)>")
 # Codex sends a repository's AGENTS.md as a user message headed like this.
@@ -41,6 +41,22 @@ def _is_command(text: str) -> bool:
     return "<command-name>" in text
 
 
+def _strip_blocks(text: str) -> str:
+    """`text` without the blocks of _BLOCK_TAGS (an unclosed one runs to the end). Found with str.find
+    rather than one lazy regex: this runs on every gateway request over ~10 KB of reminders, and a
+    `.*?</tag>` scan tries the closing tag at every character (about 20 times slower)."""
+    out, pos = [], 0
+    while (m := _OPEN.search(text, pos)) is not None:
+        out.append(text[pos:m.start()])
+        close = "</" + m.group(1) + ">"
+        end = text.find(close, m.end())
+        if end < 0:
+            return "".join(out)
+        pos = end + len(close)
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def strip_boilerplate(text: str) -> str:
     """`text` without the blocks agents add around a prompt; '' when nothing the person typed is left."""
     if "<" in text:
@@ -48,7 +64,7 @@ def strip_boilerplate(text: str) -> str:
             end = _COMMAND_END.search(text)
             if end is not None:
                 text = text[:end.end()]
-        text = _BLOCK.sub("", text)
+        text = _strip_blocks(text)
         text = _KEEP.sub(" ", text)
     if text.lstrip().startswith("# AGENTS.md instructions"):
         text = _AGENTS_MD.sub("", text)

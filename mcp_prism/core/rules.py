@@ -112,13 +112,6 @@ def parse_rule(data: Any, catalog: Catalog, task_types: Mapping[str, TaskTypeSpe
         except UnknownName as e:
             problems.append(str(e))
             continue
-        # A new name is served when a client asks for it, but a rule sends traffic there: it must be a model
-        # the catalog lists or genai-prices knows, not a guess (a typo looks just like a new model).
-        if spec.discovered and catalog.prices_at(spec.name) is None:
-            problems.append(f"model {name!r} is neither in the catalog nor in genai-prices (a typo?); to route "
-                            f'to it, add [models."{name}"] with its provider, tier, context_window and price '
-                            "to the config file")
-            continue
         canonical[name] = spec.name
         if caps - spec.capabilities:
             problems.append(f"model {spec.name!r} lacks required capabilities {sorted(caps - spec.capabilities)}; "

@@ -1071,17 +1071,22 @@ async def _error_for(scope: Scope, send: Send, err: WireError) -> None:
     await _respond(send, err.status, json.dumps(fmt.render_error(err)).encode(), JSON_HEADERS)
 
 
+_LOCAL_HOSTS: set[bytes] = set()  # Host values seen to be loopback names (bounded below)
+
+
 def _cross_site(headers: dict[bytes, bytes]) -> str | None:
     """Why an open (no-key) gateway refuses this request, or None. Open mode binds only to loopback, so a
     Host that is not a loopback name is a DNS-rebinding page, and an Origin of another site is a web page
     posting across sites: either could spend the provider keys (the MCP HTTP server checks the same)."""
     host = headers.get(b"host")
-    if host is not None:
+    if host is not None and host not in _LOCAL_HOSTS:  # the usual Host answers from a set, without parsing
         name = urlsplit("//" + host.decode("latin-1")).hostname or ""
         if not is_loopback(name):
             return (f"Host {host.decode('latin-1')!r} is not this machine: a gateway without keys (--no-auth) "
                     "answers only requests addressed to 127.0.0.1, localhost or [::1] (DNS-rebinding guard); "
                     "to serve other names, run it with virtual keys (mcp-prism keys create --team T)")
+        if len(_LOCAL_HOSTS) < 64:  # a handful of host:port spellings in practice
+            _LOCAL_HOSTS.add(host)
     origin = headers.get(b"origin")
     if origin is not None:
         o = urlsplit(origin.decode("latin-1"))
