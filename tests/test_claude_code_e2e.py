@@ -8,7 +8,7 @@ What Claude Code 2.1.197 was seen to send here (these tests pin it):
   `mid-conversation-system-2026-04-07`: a `role: "system"` message (its agent list, ~6 KB) after the user turn.
   Refused with a 400, it retries once without the beta, folding that text into the user turn as a reminder.
 - the user turn opens with `<system-reminder>` blocks (agents, skills, date); the person's words come last.
-- `ANTHROPIC_CUSTOM_HEADERS` ("Name: value" lines) adds headers to every request: the way to send X-Prism-Task.
+- `ANTHROPIC_CUSTOM_HEADERS="X-Prism-Task: code_review"` adds that header to every request (how to route by task).
 - with `ANTHROPIC_API_KEY` and `ANTHROPIC_AUTH_TOKEN` both set it sends `x-api-key` and `Authorization: Bearer`.
 - a slash command (`claude -p "/review ..."`) arrives as `<command-message>`/`<command-name>`/`<command-args>`
   tags followed by the command file's body with $ARGUMENTS filled in.
@@ -64,9 +64,18 @@ class Gateway:
         env = {"ANTHROPIC_API_KEY": PROVIDER_KEY, "OPENAI_API_KEY": fake.keys["openai"],
                "GEMINI_API_KEY": fake.keys["gemini"]}
         self.app = build_gateway(self.settings, env=env, flush_interval=0.05, no_auth=no_auth)
+        self.seen: list[tuple[str, str, dict[str, str]]] = []  # (method, path?query, headers) Claude Code sent
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                query = scope.get("query_string", b"").decode()
+                self.seen.append((scope["method"], scope["path"] + ("?" + query if query else ""),
+                                  {k.decode(): v.decode() for k, v in scope["headers"]}))
+            await self.app(scope, receive, send)
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
                                                     access_log=False, lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -167,6 +176,8 @@ def test_claude_p_with_its_default_model_is_served_and_recorded(claude: Path, fa
     assert default.startswith("claude-") and default not in gw.settings.catalog().models  # new: discovered
     call = fake.calls[-1]
     assert call.headers["x-api-key"] == PROVIDER_KEY  # the gateway's own key, never the client's
+    sent = [(m, p) for m, p, _ in gw.seen if p.startswith("/v1/messages")]
+    assert sent and all(x == ("POST", "/v1/messages?beta=true") for x in sent)
     # Claude Code's own count of what it used matches what the gateway recorded
     used = out["modelUsage"]
     assert sum(e["input_tokens"] for e in events) == sum(
@@ -219,6 +230,9 @@ def test_a_virtual_key_is_honoured_however_claude_code_sends_it(claude: Path, fa
             env["ANTHROPIC_API_KEY"] = "sk-ant-a-provider-key-the-gateway-ignores"
         run_claude(claude, tmp_path, gw.url, PROMPT, env=env)
         events = assert_recorded(gw, fake, "test_generation", api_key_id=key_id)
+        headers = [h for _, p, h in gw.seen if p.startswith("/v1/messages")]
+        assert all(h["authorization"] == f"Bearer {secret}" for h in headers)
+        assert all(("x-api-key" in h) == with_api_key for h in headers)  # both credentials when both are set
         assert all((e["team"], e["user"]) == ("search", "ana") for e in events)
         assert all(secret not in json.dumps(c.headers) for c in fake.calls)  # the virtual key stays here
 
