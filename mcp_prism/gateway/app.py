@@ -683,10 +683,15 @@ class Gateway:
         await self._cache_put(r, out, usage)
 
     async def _cache_stream(self, r: _Request, capture: StreamCapture, usage: Usage) -> None:
+        """Store a streamed answer as its end arrives, before the client gets its last bytes; a store that
+        fails here costs a cache entry, never the answer already on its way."""
         assert r.decision is not None
         body = capture.body(r.fmt_name, r.decision.model.name)
         if body is not None:
-            await self._cache_put(r, body, usage)
+            try:
+                await self._cache_put(r, body, usage)
+            except Exception:
+                log.exception("could not store a streamed answer in the response cache")
 
     async def _cache_put(self, r: _Request, body: bytes, usage: Usage) -> None:
         """Keep a good answer of a cacheable request (its first, paid-for answer) for the task type's TTL."""
