@@ -3,6 +3,8 @@ Anthropic API, offline: every request it makes is recorded with the task type of
 exact cost.
 
 What Claude Code 2.1.197 was seen to send here (these tests pin it):
+- `HEAD /` (a connectivity check; any answer will do), then for `claude -p "..."` one request (no
+  count_tokens call in these runs):
 - streaming `POST /v1/messages?beta=true` with its default model `claude-opus-4-8` (not in the shipped catalog:
   priced from genai-prices), `max_tokens` 64000, adaptive thinking, 24 tools, and the beta
   `mid-conversation-system-2026-04-07`: a `role: "system"` message (its agent list, ~6 KB) after the user turn.
