@@ -133,6 +133,7 @@ class PrismService:
         self._profiles: dict[str, Totals] = {}
         self._profiles_at = float("-inf")
         self._providers: ProviderClient | None = None
+        self._warned_unpriced: set[str] = set()
         self.settings: Settings | None = None  # set by `open`; the loop reads its config sections from it
 
     @classmethod
@@ -203,6 +204,19 @@ class PrismService:
         if totals and totals.requests >= MIN_OBSERVED_REQUESTS:
             return totals.average_usage(), "observed"
         return DEFAULT_PROFILES.get(task_type, FALLBACK_PROFILE), "default"
+
+    def resolve_model(self, name: str) -> ModelSpec:
+        """`catalog.resolve`, warning once per model a client named that the catalog does not list and
+        genai-prices cannot price (its requests are recorded with tokens but no cost)."""
+        spec = self.catalog.resolve(name, unpriced=True)
+        if spec.discovered and spec.name not in self._warned_unpriced and self.catalog.prices_at(spec.name) is None:
+            self._warned_unpriced.add(spec.name)
+            log.warning("model %s is not in the catalog and genai-prices has no price for it: its requests are "
+                        "recorded unpriced. To price them add to the config file [models.\"%s\"] with provider = "
+                        "\"%s\", tier, context_window and price = {input = \"...\", output = \"...\"} (USD per "
+                        "million tokens), or upgrade genai-prices (pip install -U genai-prices)",
+                        spec.name, spec.name, spec.provider)
+        return spec
 
     def _task(self, name: str) -> TaskTypeSpec:
         spec = self.task_types.get(name)
@@ -277,7 +291,7 @@ class PrismService:
         if task == AUTO:
             task = None
         elif task is None and requested != AUTO:
-            model = self.catalog.resolve(requested)
+            model = self.resolve_model(requested)
             task_type = self.classifier.classify(text).task_type if classify_named else ""
             return RouteDecision(model, task_type, None, None, f"client asked for {requested}")
         if task is not None:
@@ -621,7 +635,7 @@ class PrismService:
                     problems.append("timestamp is in the future")
         spec: ModelSpec | None
         try:
-            spec = self.catalog.resolve(u.model)
+            spec = self.resolve_model(u.model)
         except UnknownName:
             spec = None
             if not u.provider:

@@ -6,7 +6,9 @@ serves all three APIs on one port:
 - OpenAI Chat Completions: ``POST /v1/chat/completions``, ``GET /v1/models``; auth ``Authorization: Bearer <key>``.
   Batch API: ``POST /v1/files`` (multipart, purpose=batch), ``GET /v1/files/{id}[/content]``, ``POST /v1/batches``,
   ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel`` (endpoint ``/v1/chat/completions`` only).
-- Anthropic Messages: ``POST /v1/messages`` (``GET /v1/models`` too when called with ``anthropic-version``); auth
+- Anthropic Messages: ``POST /v1/messages`` (role ``system`` mid-conversation accepted with the
+  ``mid-conversation-system-*`` beta, as Claude Code 2.1 sends it), ``POST /v1/messages/count_tokens``
+  (``GET /v1/models`` too when called with ``anthropic-version``); auth
   ``x-api-key`` (or ``Authorization: Bearer``, which anthropic-sdk-python 2.x sends) plus a required
   ``anthropic-version`` header. Message Batches: ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
   ``POST .../{id}/cancel``, ``GET .../{id}/results`` (JSONL).
@@ -508,7 +510,10 @@ def _openai_response(body: dict[str, Any], turn: _Turn, r: _Reply, seq: int) -> 
 # --- Anthropic ----------------------------------------------------------------------------------------------------
 
 
-def _anthropic_validate(body: Any) -> _Full | None:
+MID_CONVERSATION_SYSTEM_BETA = "mid-conversation-system-"  # Claude Code 2.1 asks for it (Claude 5 era models)
+
+
+def _anthropic_validate(body: Any, betas: str = "") -> _Full | None:
     if not isinstance(body, dict):
         return _anthropic_error(400, "invalid_request_error", "There was an issue with the JSON body of your request.")
     for name in ("model", "max_tokens", "messages"):
@@ -521,6 +526,8 @@ def _anthropic_validate(body: Any) -> _Full | None:
         return _anthropic_error(400, "invalid_request_error", "messages: at least one message is required")
     for i, m in enumerate(messages):
         role = m.get("role") if isinstance(m, dict) else None
+        if role == "system" and MID_CONVERSATION_SYSTEM_BETA in betas and i > 0:
+            continue  # allowed mid-conversation with the beta header, as the API does
         if role not in ("user", "assistant"):
             return _anthropic_error(
                 400,
@@ -531,6 +538,14 @@ def _anthropic_validate(body: Any) -> _Full | None:
         if "content" not in m:
             return _anthropic_error(400, "invalid_request_error", f"messages.{i}.content: Field required")
     return None
+
+
+def _anthropic_count_tokens(body: Any) -> _Full:
+    """`POST /v1/messages/count_tokens`: `{"input_tokens": N}`, N counted as the chat scenarios count input."""
+    if not isinstance(body, dict) or "model" not in body or not isinstance(body.get("messages"), list):
+        return _anthropic_error(400, "invalid_request_error", "model and messages: Field required")
+    text = " ".join(_collect_text(body["messages"]) + _collect_text(body.get("system")))
+    return _json(200, {"input_tokens": _tokens(text)})
 
 
 def _anthropic_turn(body: dict[str, Any]) -> _Turn:
@@ -1207,9 +1222,11 @@ class _App:
                 return _json(200, page)
             if path.startswith("/v1/messages/batches"):
                 return _anthropic_batch_api(fake, method, path, body)
+            if (method, path) == ("POST", "/v1/messages/count_tokens"):
+                return _anthropic_count_tokens(body)
             if (method, path) != ("POST", "/v1/messages"):
                 return _anthropic_error(404, "not_found_error", "Not Found")
-            error = _anthropic_validate(body)
+            error = _anthropic_validate(body, headers.get("anthropic-beta", ""))
             if error:
                 return error
             turn = _anthropic_turn(body)

@@ -790,3 +790,23 @@ def test_compatible_provider_reasoning_and_unindexed_tool_calls() -> None:
     assert [b.type for b in msg.content] == ["thinking", "text", "tool_use", "tool_use"]
     assert msg.content[0].thinking == "Think hard." and msg.content[3].input == {"x": 1}
     assert (msg.content[2].id, msg.content[3].id) == ("a", "b") and msg.stop_reason == "tool_use"
+
+
+def test_anthropic_mid_conversation_system_messages_translate_to_user_turn_text() -> None:
+    """Claude Code 2.1 sends `role: "system"` inside `messages` (beta mid-conversation-system-2026-04-07),
+    after the user's turn; translated for other providers as a <system-reminder> in that user turn, the way
+    Claude Code itself folds it in when the beta is refused."""
+    req = anth.parse_request({**A_OK, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "write tests"}]},
+        {"role": "system", "content": "Available agent types: Explore"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "system", "content": [{"type": "text", "text": "skills: review"}]},
+        {"role": "user", "content": "go on"},
+    ]})
+    assert [m.role for m in req.messages] == ["user", "assistant", "user"]
+    assert [p.text for p in req.messages[0].content] == [
+        "write tests", "<system-reminder>\nAvailable agent types: Explore\n</system-reminder>"]
+    assert [p.text for p in req.messages[2].content] == [
+        "go on", "<system-reminder>\nskills: review\n</system-reminder>"]
+    built = oai.build_request(req, "gpt-5-nano")
+    assert [m["role"] for m in built["messages"]] == ["user", "assistant", "user"]

@@ -48,7 +48,7 @@ class RunningGateway:
     _keep_config = False
 
     def __init__(self, home: Path, fake: FakeProviders, *, token: str | None = None, timeout: float = 2.0,
-                 google_url: str | None = None) -> None:
+                 google_url: str | None = None, env: dict[str, str] | None = None) -> None:
         home.mkdir(parents=True, exist_ok=True)
         if not self._keep_config:
             (home / "config.toml").write_text(
@@ -60,7 +60,7 @@ class RunningGateway:
             # retries and fallbacks are tested in tests/test_resilience.py and below; here errors pass straight on
             f"[gateway.retries]\nattempts = 1\n")
         self.settings = Settings.from_env({}, home=home)
-        self.app = build_gateway(self.settings, token=token, env=KEYS, flush_interval=0.05)
+        self.app = build_gateway(self.settings, token=token, env=KEYS if env is None else env, flush_interval=0.05)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.clients: list[openai.OpenAI | anthropic.Anthropic] = []
@@ -305,20 +305,55 @@ def test_models_endpoint_lists_models_aliases_and_task_aliases(gw: RunningGatewa
 
 # ---------------------------------------------------------------- errors
 def test_unknown_model_and_bad_bodies_get_clear_errors_in_the_clients_format(gw: RunningGateway) -> None:
+    # no configured provider has models named acme-*, and genai-prices knows none: refused (gpt-99 would now
+    # pass through to OpenAI as a new model; see test_a_new_model_name_passes_through_and_is_recorded)
     with pytest.raises(openai.NotFoundError) as e:
-        gw.openai().chat.completions.create(model="gpt-99", messages=[{"role": "user", "content": "x"}])
-    assert "gpt-99" in str(e.value)
+        gw.openai().chat.completions.create(model="acme-99", messages=[{"role": "user", "content": "x"}])
+    assert "acme-99" in str(e.value)
+    refused = gw.event(_rid(e.value.response.headers))  # refused requests are recorded too
+    assert (refused["status"], refused["model"], refused["cost_usd"]) == ("invalid_request", "acme-99", None)
     with pytest.raises(anthropic.NotFoundError):
-        gw.anthropic().messages.create(model="gpt-99", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        gw.anthropic().messages.create(model="acme-99", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError) as e:
         gw.openai().chat.completions.create(model="prism/no_such_task", messages=[{"role": "user", "content": "x"}])
     assert "no_such_task" in str(e.value)
     r = httpx.post(f"{gw.url}/v1/chat/completions", content=b"{not json")
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    assert gw.event(_rid(r.headers))["model"] == "(none)"
     r = httpx.post(f"{gw.url}/v1/messages", json={"model": "claude-haiku-4-5"})
     assert r.status_code == 400 and r.json()["type"] == "error" and "messages" in r.json()["error"]["message"]
+    assert gw.event(_rid(r.headers))["provider"] == "anthropic"
+    # unknown paths and methods answer in the format of the API the path belongs to
     r = httpx.get(f"{gw.url}/v1/nothing")
-    assert r.status_code == 404
+    assert r.status_code == 404 and "/v1/nothing" in r.json()["error"]["message"] and "type" not in r.json()
+    r = httpx.post(f"{gw.url}/v1/messages/nothing", json={})
+    assert r.status_code == 404 and r.json() == {"type": "error", "error": {"type": "not_found_error",
+                                                                            "message": r.json()["error"]["message"]}}
+    r = httpx.get(f"{gw.url}/v1/messages")
+    assert r.status_code == 405 and r.json()["type"] == "error"
+    r = httpx.get(f"{gw.url}/v1/chat/completions")
+    assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_new_model_name_passes_through_and_is_recorded(gw: RunningGateway, fake: FakeProviders) -> None:
+    """Claude Code 2.1.197's default model (claude-opus-4-8) is not in the shipped catalog: it is served
+    and priced from genai-prices; a name genai-prices does not know is served and recorded unpriced."""
+    from mcp_prism.core.pricing import TokenUsage
+
+    raw = gw.anthropic().messages.with_raw_response.create(
+        model="claude-opus-4-8", max_tokens=50, messages=[{"role": "user", "content": "hello opus"}])
+    msg = raw.parse()
+    assert fake.calls[-1].body["model"] == "claude-opus-4-8"
+    ev = gw.event(_rid(raw.headers))
+    catalog = gw.settings.catalog()
+    u = msg.usage
+    want = catalog.cost("claude-opus-4-8", TokenUsage(input_tokens=u.input_tokens, output_tokens=u.output_tokens))
+    assert want.usd is not None and Decimal(ev["cost_usd"]) == want.usd and ev["provider"] == "anthropic"
+    raw = gw.anthropic().messages.with_raw_response.create(
+        model="claude-opus-9-9", max_tokens=50, messages=[{"role": "user", "content": "hello future"}])
+    ev = gw.event(_rid(raw.headers))
+    assert (ev["model"], ev["status"], ev["cost_usd"]) == ("claude-opus-9-9", "ok", None)
+    assert ev["input_tokens"] > 0
 
 
 def test_rate_limit_passes_status_retry_after_and_is_recorded(gw: RunningGateway) -> None:
@@ -604,10 +639,102 @@ def test_a_streamed_answer_fills_the_cache_too(fake: FakeProviders, tmp_path: Pa
     with _Reopened(home, fake) as g:
         client = g.openai()
         ask = {"model": "prism/ticket_classification", "messages": [{"role": "user", "content": "stream ticket 9"}]}
-        first = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True)
-                        if c.choices)
+        pieces, stored_before_end = [], None
+        with httpx.stream("POST", f"{g.url}/v1/chat/completions", json={**ask, "stream": True}) as resp:
+            for line in resp.iter_lines():
+                if line == "data: [DONE]":  # the answer is cached before its last bytes: a repeat at once hits
+                    with sqlite3.connect(g.settings.db_path) as db:
+                        stored_before_end = db.execute("SELECT count(*) FROM response_cache").fetchone()[0]
+                elif line.startswith("data: "):
+                    pieces += [c["delta"].get("content") or "" for c in json.loads(line[6:])["choices"]]
+        first = "".join(pieces)
+        assert stored_before_end == 1
         calls = len(fake.calls)
         raw = client.chat.completions.with_raw_response.create(**ask)
         assert len(fake.calls) == calls and raw.headers["x-prism-cache"] == "hit"
         assert raw.headers["x-prism-model"] == model
         assert raw.parse().choices[0].message.content == first == "echo: stream ticket 9"
+
+
+# ---------------------------------------------------------------- what real agents need (issue 10)
+def test_count_tokens_passes_through_to_anthropic_or_is_estimated(gw: RunningGateway, fake: FakeProviders) -> None:
+    client = gw.anthropic()
+    msgs = [{"role": "user", "content": "count these words please"}]
+    fake.reset()
+    counted = client.messages.count_tokens(model="claude-haiku-4-5", messages=msgs, system="be brief")
+    sent = [c for c in fake.calls if c.path == "/v1/messages/count_tokens"]
+    assert len(sent) == 1 and sent[0].body["model"] == "claude-haiku-4-5"
+    assert sent[0].headers["x-api-key"] == KEYS["ANTHROPIC_API_KEY"]
+    assert counted.input_tokens == len("count these words please be brief") // 4 + 1  # the fake's own count
+    fake.reset()
+    local = client.messages.count_tokens(model="gpt-5-nano", messages=msgs)  # an OpenAI target: estimated here
+    assert not fake.calls and local.input_tokens > 0
+    routed = client.messages.count_tokens(model="claude-haiku-4-5", messages=msgs,
+                                          extra_headers={"x-prism-task": "ticket_classification"})
+    assert routed.input_tokens > 0 and not fake.calls  # the task's rule picks a Gemini model: estimated
+    with pytest.raises(anthropic.NotFoundError) as e:
+        client.messages.count_tokens(model="acme-1", messages=msgs)
+    assert e.value.body["type"] == "error" and "acme-1" in e.value.body["error"]["message"]
+
+
+def test_a_virtual_key_is_found_in_either_header(fake: FakeProviders, tmp_path: Path) -> None:
+    from mcp_prism.store import open_store
+    from mcp_prism.team.keys import KeyService
+
+    home = tmp_path / "home"
+    settings = RunningGateway(home, fake).settings
+
+    async def make() -> tuple[str, str]:
+        store = await open_store(settings.db_path)
+        try:
+            made = await KeyService(store).create("search")
+            return made.key.id, made.secret
+        finally:
+            await store.close()
+
+    key_id, secret = asyncio.run(make())
+    with _Reopened(home, fake, token=TOKEN) as g:
+        body = {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        for headers in ({"x-api-key": "sk-ant-provider-key", "authorization": f"Bearer {secret}"},
+                        {"x-api-key": secret, "authorization": "Bearer something-else"},
+                        {"authorization": f"Bearer {secret}"}):
+            r = httpx.post(f"{g.url}/v1/messages", json=body, headers={**headers, "anthropic-version": "2023-06-01"})
+            assert r.status_code == 200, r.text
+            assert g.event(_rid(r.headers))["api_key_id"] == key_id
+        r = httpx.post(f"{g.url}/v1/messages", json=body, headers={"x-api-key": "sk-ant-x",
+                                                                   "authorization": "Bearer y"})
+        assert r.status_code == 401 and r.json()["type"] == "error"
+        refused = g.event(_rid(r.headers))  # recorded; an unauthenticated body is not even read
+        assert (refused["status"], refused["model"], refused["api_key_id"]) == ("invalid_request", "(none)", None)
+        r = httpx.post(f"{g.url}/v1/messages", json=body, headers={"x-api-key": "sk-ant-x",
+                                                                   "authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200  # the admin token, in the other header
+
+
+def test_a_missing_provider_key_names_the_chosen_targets_key_and_is_not_retried(fake: FakeProviders,
+                                                                                tmp_path: Path) -> None:
+    with RunningGateway(tmp_path / "home", fake, env={"GEMINI_API_KEY": KEYS["GEMINI_API_KEY"]}) as g:
+        fake.reset()
+        client = anthropic.Anthropic(base_url=g.url, api_key="unused", max_retries=2)
+        g.clients.append(client)
+        with pytest.raises(anthropic.APIStatusError) as e:  # code_review: claude-sonnet-4-5, then gpt-5
+            client.messages.create(model="prism/code_review", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        assert e.value.status_code == 424 and not fake.calls
+        assert "ANTHROPIC_API_KEY" in e.value.message and "OPENAI_API_KEY" not in e.value.message
+        assert g.event(_rid(e.value.response.headers))["status"] == "provider_error"
+
+
+def test_without_keys_cross_site_and_rebinding_requests_are_refused(gw: RunningGateway) -> None:
+    """The gateway (`gw` runs without keys) refuses what a web page could send: a text/plain POST from
+    another Origin, or a request whose Host is not a loopback name (DNS rebinding)."""
+    body = json.dumps({"model": "gpt-5-nano", "messages": [{"role": "user", "content": "spend"}]})
+    plain = {"content-type": "text/plain"}
+    r = httpx.post(f"{gw.url}/v1/chat/completions", content=body, headers={**plain, "origin": "http://evil.example"})
+    assert r.status_code == 403 and "Origin 'http://evil.example'" in r.json()["error"]["message"]
+    r = httpx.post(f"{gw.url}/v1/chat/completions", content=body, headers={**plain, "host": "evil.example"})
+    assert r.status_code == 403 and "DNS-rebinding" in r.json()["error"]["message"]
+    r = httpx.post(f"{gw.url}/v1/messages", content=body, headers={"host": "evil.example:4000"})
+    assert r.status_code == 403 and r.json()["type"] == "error"
+    r = httpx.post(f"{gw.url}/v1/chat/completions", content=body,
+                   headers={**plain, "origin": "http://localhost:3000", "host": f"localhost:{gw.port}"})
+    assert r.status_code == 200

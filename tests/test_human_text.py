@@ -41,3 +41,45 @@ def test_the_newest_text_is_kept_over_the_limit():
     msgs = [{"role": "user", "content": [{"type": "text", "text": "x" * 5000}, {"type": "text", "text": "the ask"}]}]
     assert person_text(msgs, limit=100).endswith("the ask")
     assert len(person_text(msgs, limit=100)) == 100
+
+
+# ---------------------------------------------------------------- real Claude Code 2.1.197 requests
+def _captured(name):
+    import json
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent / "data" / "claude_code_2.1.197_request.json").read_text())
+    return data["requests"][name]["body"]
+
+
+def test_real_claude_code_prompt_is_the_persons_words():
+    """The user turn opens with reminders (agents, skills, date) and a mid-conversation `role: "system"`
+    message follows it: only the typed prompt is left."""
+    body = _captured("prompt")
+    assert body["messages"][-1]["role"] == "system"
+    assert person_text(body["messages"]) == "write unit tests for the invoice parser"
+
+
+def test_real_claude_code_slash_command_is_its_name_and_arguments():
+    """`/review src/invoice.py` arrives as command tags followed by review.md's whole body: the body is the
+    command's text, not the person's (its wording must not classify or upgrade the request)."""
+    body = _captured("review")
+    assert person_text(body["messages"]).split() == ["/review", "src/invoice.py"]
+    expanded = body["messages"][0]["content"][-1]["text"]
+    assert expanded.startswith("Review this change: src/invoice.py")
+    tags = body["messages"][0]["content"][-2]["text"]
+    assert strip_boilerplate(tags + expanded).split() == ["/review", "src/invoice.py"]  # one text block too
+
+
+def test_harness_text_never_classifies_or_upgrades_a_request():
+    from mcp_prism.core.classify import Classifier, assess_complexity
+    from mcp_prism.core.tasks import BUILTIN_TASK_TYPES
+
+    wrapped = REMINDER + "review src/invoice.py"
+    assert assess_complexity(wrapped).boost == 0 and "concurrency" not in assess_complexity(wrapped).signals
+    assert assess_complexity("review the lock handling so they run concurrently").boost == 1
+    assert Classifier(list(BUILTIN_TASK_TYPES)).classify(wrapped).task_type == "code_review"
+    body = _captured("review")
+    text = person_text(body["messages"])
+    assert Classifier(list(BUILTIN_TASK_TYPES)).classify(text).task_type == "code_review"
+    assert assess_complexity(text).boost == 0

@@ -25,7 +25,7 @@ from mcp_prism.core.pricing import (
     from_picodollars,
     to_picodollars,
 )
-from mcp_prism.errors import ConfigError
+from mcp_prism.errors import ConfigError, UnknownName
 
 SHIPPED = build_catalog(shipped_catalog_data())
 GENAI_MODELS = sorted(name for name, spec in SHIPPED.models.items() if spec.fixed_price is None)
@@ -473,3 +473,29 @@ def test_cost_properties(model: str, usage: TokenUsage, extra_out: int, at: date
 
     discount = SHIPPED.providers[SHIPPED.resolve(model).provider].batch_discount
     assert SHIPPED.cost(model, usage, at, batch=True).usd == (1 - discount) * cost
+
+
+def test_discovered_models_are_bounded_and_found_again(catalog, monkeypatch) -> None:
+    """Unlisted names are discovered on first use; a flood of invented ones evicts the oldest instead of
+    growing without limit or refusing a real new model."""
+    from mcp_prism.core import catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "MAX_DISCOVERED", 3)
+    assert catalog.resolve("claude-opus-5-5").discovered and catalog.prices_at("claude-opus-5-5") is not None
+    for i in range(5):
+        assert catalog.resolve(f"claude-invented-{i}", unpriced=True).provider == "anthropic"
+    assert len(catalog._discovered) == 3 and "claude-opus-5-5" not in catalog._discovered
+    assert catalog.prices_at("claude-opus-5-5") is not None  # found again, priced again
+    assert not catalog.resolve("claude-haiku-4-5").discovered
+    with pytest.raises(UnknownName):
+        catalog.resolve("not a model name")
+
+
+def test_an_unpriced_new_name_is_only_for_serving_what_a_client_named(catalog) -> None:
+    """Rules, judges and experiments resolve strictly: a name neither listed nor known to genai-prices may be
+    a typo there. Known new names (genai-prices) resolve everywhere."""
+    with pytest.raises(UnknownName):
+        catalog.resolve("claude-sonet-4-5")
+    assert catalog.resolve("claude-sonet-4-5", unpriced=True).provider == "anthropic"
+    assert catalog.prices_at("claude-sonet-4-5") is None
+    assert catalog.resolve("claude-opus-4-8").prices_ref == "claude-opus-4-8"

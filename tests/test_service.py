@@ -263,3 +263,54 @@ async def test_list_models_filters(svc: PrismService) -> None:
     assert all(m.priced for m in svc.list_models().models)
     with pytest.raises(InvalidInput):
         svc.list_models(tier="huge")
+
+
+async def test_new_model_names_are_recorded_priced_from_genai_prices_or_unpriced_with_one_warning(
+        svc: PrismService, caplog: pytest.LogCaptureFixture) -> None:
+    """Claude Code's default model (claude-opus-4-8 in 2.1.197; claude-opus-5-5 elsewhere) is not in the shipped
+    catalog: record_usage takes it without a provider, priced from genai-prices; a plausible name genai-prices
+    does not know is recorded unpriced, with one warning saying how to add a price."""
+    from genai_prices import data_snapshot
+
+    for name in ("claude-opus-4-8", "claude-opus-5-5"):
+        r = await svc.record_usage(UsageInput(model=name, task_type="code_review", input_tokens=1_000_000,
+                                              output_tokens=1_000_000))
+        info = {p.id: p for p in data_snapshot.get_snapshot().providers}["anthropic"].find_model(name)
+        price = info.get_prices(utcnow())
+        assert r.priced and r.cost_usd == price.input_mtok + price.output_mtok and r.model == name
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            r = await svc.record_usage(UsageInput(model="claude-opus-9-9", task_type="code_review", input_tokens=10))
+            assert not r.priced and r.cost_usd is None
+    warned = [rec.getMessage() for rec in caplog.records if "claude-opus-9-9" in rec.getMessage()]
+    assert len(warned) == 1 and '[models."claude-opus-9-9"]' in warned[0] and "price =" in warned[0]
+    with pytest.raises(InvalidInput, match="not in the catalog"):  # no provider's models look like it
+        await svc.record_usage(UsageInput(model="acme-llm-9", task_type="code_review"))
+    # a new name serves clients that ask for it; routing still offers only the listed models
+    assert all(not m.discovered for tier in (0, 1, 2) for m in svc.catalog.in_tier(tier))  # type: ignore[arg-type]
+
+
+def test_every_genai_prices_model_of_a_configured_provider_resolves_priced(tmp_path: Path) -> None:
+    """The catalog follows genai-prices' model list, not a hand-kept one: each model genai-prices prices for a
+    configured hosted provider resolves (to the provider whose models share its family) and is priced."""
+    from genai_prices import data_snapshot
+
+    catalog = _settings(tmp_path).catalog()
+    gp = {p.id: p for p in data_snapshot.get_snapshot().providers}
+    checked = 0
+    for provider, spec in catalog.providers.items():
+        if spec.local or provider not in gp:
+            continue
+        for info in gp[provider].models:
+            try:
+                price = info.get_prices(utcnow())
+            except Exception:  # a model genai-prices lists without a current price
+                continue
+            if price.input_mtok is None or price.output_mtok is None or gp[provider].find_model(info.id) is None:
+                continue  # unpriced by tokens, or an id that is only a prefix (ft:gpt-4o:<org>:...)
+            m = catalog.resolve(info.id, unpriced=True)
+            if m.provider != provider:  # another family hosted there (Claude on Google): its own provider's
+                continue                # price, or unpriced, never the host's
+            assert catalog.prices_at(info.id) is not None, info.id
+            checked += 1
+    assert checked > 50

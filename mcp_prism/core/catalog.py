@@ -1,12 +1,22 @@
 """The model catalog: tier, context window, capabilities and provider of each model, plus
 aliases, with prices looked up in genai-prices at the request's time.
 
+New model names appear every month (Claude Code 2.1 sends `claude-opus-4-8` by default). A name the
+catalog does not list but that plausibly belongs to a configured provider is *discovered* on first use
+rather than refused: its provider is the one whose listed models share its family prefix (`claude-`,
+`gpt-`, ...) or whose genai-prices list knows it; tier, capabilities and family come from the listed
+model with the longest common prefix; the price comes from genai-prices when it knows the name, else
+the model is unpriced (tokens recorded, cost None, never a silent 0), and only callers that serve or
+record what a client named accept it (`resolve(..., unpriced=True)`). Discovered models serve clients
+that name them; routing only offers the models the catalog lists.
+
 `build_catalog` takes already-parsed mappings (the shipped catalog.toml, then the user's
 config), so this module reads no files.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +54,7 @@ class ModelSpec:
     prices_ref: str | None = None  # genai-prices model id; None when the price is configured
     fixed_price: PriceSnapshot | None = None
     discount: Decimal = Decimal(0)  # negotiated fraction off list price
+    discovered: bool = False  # not listed: found on first use (see the module doc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +74,14 @@ class Catalog:
     aliases: dict[str, str]
     _gp_models: dict[str, tuple[gp.Provider, gp.ModelInfo]] = field(default_factory=dict, repr=False)
     _price_cache: dict[tuple[str, int], PriceSnapshot] = field(default_factory=dict, repr=False)
+    _gp_providers: dict[str, gp.Provider] = field(default_factory=dict, repr=False)  # configured provider -> gp
+    _discovered: dict[str, ModelSpec | None] = field(default_factory=dict, repr=False)  # None = not plausible
 
     # ---------------------------------------------------------------- lookup
-    def resolve(self, name: str) -> ModelSpec:
-        """A model by name or alias (aliases may point at aliases)."""
+    def resolve(self, name: str, *, unpriced: bool = False) -> ModelSpec:
+        """A model by name or alias (aliases may point at aliases), or an unlisted name genai-prices knows
+        for a configured provider. `unpriced` also admits plausible names nobody prices (for serving and
+        recording what a client named; rules, judges and experiments leave it off, so a typo still fails)."""
         seen: set[str] = set()
         key = name.strip()
         while key in self.aliases and key not in seen:
@@ -74,7 +89,49 @@ class Catalog:
             key = self.aliases[key]
         spec = self.models.get(key)
         if spec is None:
-            raise UnknownName("model", name, [*self.models, *self.aliases])
+            spec = self._discovered[key] if key in self._discovered else self._discover(key)
+            if spec is None or (spec.prices_ref is None and not unpriced):
+                raise UnknownName("model", name, [*self.models, *self.aliases])
+        return spec
+
+    def _discover(self, name: str) -> ModelSpec | None:
+        """A spec for an unlisted but plausible model name (see the module doc); None when implausible."""
+        if not _PLAUSIBLE.match(name):
+            return None
+        if len(self._discovered) >= MAX_DISCOVERED:  # bounded: clients inventing names cannot grow it forever
+            old = next(iter(self._discovered))  # the oldest goes (found again if asked for again)
+            del self._discovered[old]
+            self._gp_models.pop(old, None)
+            for k in [k for k in self._price_cache if k[0] == old]:
+                del self._price_cache[k]
+        listed = [m for m in self.models.values() if not self.providers[m.provider].local
+                  or name.startswith(m.provider + "/")]
+        nearest = max(listed, key=lambda m: (_common_prefix(m.name, name), m.name), default=None)
+        family = _family_prefix(name)
+        found: tuple[gp.Provider, gp.ModelInfo] | None = None
+        if nearest is not None and family and nearest.name.startswith(family):
+            gprov = self._gp_providers.get(nearest.provider)
+            info = gprov.find_model(name) if gprov else None
+            found = (gprov, info) if gprov and info else None
+        else:  # no listed model of this family: a configured provider's genai-prices list may know it
+            nearest = None
+            for provider, gprov in self._gp_providers.items():
+                info = gprov.find_model(name)
+                if info is not None and not self.providers[provider].local:
+                    found = (gprov, info)
+                    same = [m for m in listed if m.provider == provider]
+                    nearest = max(same, key=lambda m: (_common_prefix(m.name, name), m.name), default=None)
+                    break
+        if nearest is None:
+            self._discovered[name] = None
+            return None
+        window = found[1].context_window if found and found[1].context_window else nearest.context_window
+        spec = ModelSpec(name=name, provider=nearest.provider, tier=nearest.tier, context_window=window,
+                         capabilities=nearest.capabilities, family=nearest.family,
+                         prices_ref=found[1].id if found else None, discovered=True)
+        if found is not None:
+            self._gp_models[name] = found
+        self._discovered[name] = spec
         return spec
 
     def in_tier(self, tier: Tier) -> list[ModelSpec]:
@@ -84,7 +141,7 @@ class Catalog:
     # ---------------------------------------------------------------- prices
     def prices_at(self, model: str, at: datetime | None = None) -> PriceSnapshot | None:
         """The prices in force for `model` at `at` (now when None), or None if unpriced."""
-        spec = self.resolve(model)
+        spec = self.resolve(model, unpriced=True)
         if spec.fixed_price is not None:
             return spec.fixed_price  # a configured discount is folded in when the catalog is built
         found = self._gp_models.get(spec.name)
@@ -109,6 +166,25 @@ class Catalog:
         if prices is None:
             return Cost(None, None)
         return Cost(compute_cost(usage, prices, batch=batch), prices)
+
+
+MAX_DISCOVERED = 1000
+_PLAUSIBLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{1,127}$")
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _family_prefix(name: str) -> str:
+    """`claude-` of claude-opus-4-8, `gpt-` of gpt-5.5, `ollama/` of ollama/qwen3: what a provider's names share."""
+    m = re.match(r"[A-Za-z]+[-/]", name)
+    return m.group(0) if m else ""
 
 
 def _rate(value: Decimal | gp.TieredPrices | None) -> Rate | None:
@@ -238,7 +314,8 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
             discount=discount,
         )
 
-    catalog = Catalog(providers=providers, models=models, aliases=aliases, _gp_models=gp_models)
+    catalog = Catalog(providers=providers, models=models, aliases=aliases, _gp_models=gp_models,
+                      _gp_providers={n: gp_providers[n] for n in providers if n in gp_providers})
     for alias, target in aliases.items():
         if alias in models:
             raise ConfigError(f"alias {alias!r} has the name of a model; pick another alias name")

@@ -34,6 +34,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mcp_prism.core.human_text import strip_boilerplate
 from mcp_prism.core.tasks import BUILTIN_TASK_TYPES, GENERAL, TaskTypeSpec
 
 __all__ = ["Classification", "Classifier", "Complexity", "assess_complexity"]
@@ -392,6 +393,8 @@ class Classifier:
         self._types: tuple[_TypePatterns, ...] = tuple(compiled)
 
     def classify(self, text: str) -> Classification:
+        if text and "<" in text:  # an agent's reminders and wrappers are not the request (core/human_text)
+            text = strip_boilerplate(text)
         if not text or not text.strip():
             return Classification(self.default, 0.0, ("empty text",), True, None)
         window, truncated = _scan_window(text)
@@ -518,9 +521,10 @@ def assess_complexity(text: str, context_tokens: int = 0) -> Complexity:
 
     Groups, in the order reported: multi-file scope (wording such as "across services", or
     `MANY_FILES` distinct file names), concurrency, production incident, long context
-    (`context_tokens >= LONG_CONTEXT_TOKENS` or a text of `LONG_TEXT_CHARS` or more).
+    (`context_tokens >= LONG_CONTEXT_TOKENS` or a text of `LONG_TEXT_CHARS` or more). Only the person's
+    words count: an agent's reminders ("...so they run concurrently.") must never upgrade a request.
     """
-    text = text or ""
+    text = strip_boilerplate(text) if text and "<" in text else text or ""
     window, _ = _scan_window(text)
     signals: list[str] = []
     for label, regex in _COMPLEXITY_GROUPS:

@@ -19,7 +19,7 @@ _BLOCK_TAGS = (
     "local-command-stdout", "local-command-stderr", "bash-stdout", "bash-stderr", "user-prompt-submit-hook",
     "command-message", "turn_aborted", "user_shell_command", "ide_selection", "ide_opened_file",
 )
-_BLOCK = re.compile(r"<(" + "|".join(_BLOCK_TAGS) + r")(?:\s[^>]*)?>.*?(?:</\1>|\Z)", re.S)
+_OPEN = re.compile(r"<(" + "|".join(_BLOCK_TAGS) + r")(?:\s[^>]*)?>")
 # Tags whose content is the person's (a slash command's name and arguments, a `!` shell input): unwrapped.
 _KEEP = re.compile(r"</?(?:command-name|command-args|bash-input)>")
 # Codex sends a repository's AGENTS.md as a user message headed like this.
@@ -32,10 +32,39 @@ _BLANKS = re.compile(r"\n{3,}")
 TEXT_PART_TYPES = frozenset({"text", "input_text"})
 
 
+# Claude Code sends a slash command as these tags, then the command file's body with $ARGUMENTS filled in
+# (in the same text or the next text block): the person typed only the name and the arguments.
+_COMMAND_END = re.compile(r"</command-args>|</command-name>(?![\s\S]*<command-args>)")
+
+
+def _is_command(text: str) -> bool:
+    return "<command-name>" in text
+
+
+def _strip_blocks(text: str) -> str:
+    """`text` without the blocks of _BLOCK_TAGS (an unclosed one runs to the end). Found with str.find
+    rather than one lazy regex: this runs on every gateway request over ~10 KB of reminders, and a
+    `.*?</tag>` scan tries the closing tag at every character (about 20 times slower)."""
+    out, pos = [], 0
+    while (m := _OPEN.search(text, pos)) is not None:
+        out.append(text[pos:m.start()])
+        close = "</" + m.group(1) + ">"
+        end = text.find(close, m.end())
+        if end < 0:
+            return "".join(out)
+        pos = end + len(close)
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def strip_boilerplate(text: str) -> str:
     """`text` without the blocks agents add around a prompt; '' when nothing the person typed is left."""
     if "<" in text:
-        text = _BLOCK.sub("", text)
+        if _is_command(text):  # the expanded command file after the tags is the command's, not the person's
+            end = _COMMAND_END.search(text)
+            if end is not None:
+                text = text[:end.end()]
+        text = _strip_blocks(text)
         text = _KEEP.sub(" ", text)
     if text.lstrip().startswith("# AGENTS.md instructions"):
         text = _AGENTS_MD.sub("", text)
@@ -56,7 +85,8 @@ def _texts(content: Any) -> list[str]:
 def person_text(messages: Any, *, limit: int | None = None, sep: str = "\n") -> str:
     """The newest user turn's own words (Chat Completions, Messages or Responses `input` items): agent
     boilerplate stripped, tool results ignored, and a turn with nothing typed in it (only tool results or
-    reminders) skipped for the one before. Over `limit` characters, the newest text is kept."""
+    reminders) skipped for the one before; a slash command is its name and arguments, not the command
+    file's text that follows them. Over `limit` characters, the newest text is kept."""
     if isinstance(messages, str):
         return strip_boilerplate(messages)[:limit]
     if not isinstance(messages, list):
@@ -64,7 +94,11 @@ def person_text(messages: Any, *, limit: int | None = None, sep: str = "\n") -> 
     for m in reversed(messages):
         if not isinstance(m, dict) or m.get("role") != "user" or m.get("type", "message") != "message":
             continue
-        parts = [t for t in (strip_boilerplate(x) for x in _texts(m.get("content"))) if t]
+        texts = _texts(m.get("content"))
+        command = next((i for i, x in enumerate(texts) if _is_command(x)), None)
+        if command is not None:  # the blocks after a slash command's tags are its expanded file
+            texts = texts[:command + 1]
+        parts = [t for t in (strip_boilerplate(x) for x in texts) if t]
         if not parts:
             continue
         text = sep.join(parts)

@@ -27,9 +27,11 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from mcp_prism.config import is_loopback
 from mcp_prism.core.budgets import estimate_pico, output_allowance
 from mcp_prism.core.catalog import ModelSpec
 from mcp_prism.core.human_text import person_text
@@ -73,6 +75,9 @@ MAX_BODY = 32 * 1024 * 1024
 BATCH_PATH = "/v1/prism/batches/"
 SETTLE_INTERVAL = 0.05  # seconds a settled request's estimate may stay reserved (refusing early, never overspending)
 SETTLE_BATCH = 64
+REFUSED_PER_SECOND = 100  # refused requests recorded a second, at most (the rest are only answered)
+LABEL_CHARS = 128
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 CLASSIFY_CHARS = 4000  # the person's newest words are classified; more adds cost, not signal
 STATUS_OF_KIND = {"rate_limited": "rate_limited", "timeout": "timeout", "invalid_request": "invalid_request",
                   "authentication": "invalid_request", "permission": "invalid_request", "not_found": "invalid_request",
@@ -154,10 +159,12 @@ class Gateway:
         self._batch_stop = asyncio.Event()
         self._batch_task: asyncio.Task[None] | None = None
         self.cache_conf = CacheSettings()
+        self._refused_second, self._refused_count = 0, 0
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): self._openai_chat,
             ("POST", "/chat/completions"): self._openai_chat,
             ("POST", "/v1/messages"): self._anthropic_messages,
+            ("POST", COUNT_TOKENS_PATH): self._count_tokens,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
             ("GET", "/healthz"): self._health,
@@ -227,21 +234,27 @@ class Gateway:
             handler = self._routes.get((scope["method"], scope["path"]))
             if handler is None and scope["method"] == "GET" and scope["path"].startswith(BATCH_PATH):
                 handler = self._batch_get
+            if not self.require_key:  # open (no key): refuse what a web page could send (see _cross_site)
+                problem = _cross_site(_headers(scope))
+                if problem:
+                    await _error_for(scope, send, WireError(403, "permission", problem))
+                    return
             if handler is None:
                 if any(path == scope["path"] for _, path in self._routes):
-                    await _json(send, 405, {"error": {"message": f"{scope['method']} is not allowed here",
-                                                      "type": "invalid_request_error"}})
+                    await _error_for(scope, send, WireError(405, "invalid_request",
+                                                            f"{scope['method']} is not allowed on {scope['path']}"))
                 else:
-                    await _json(send, 404, {"error": {"message": f"no endpoint {scope['path']}: use "
-                                                      "/v1/chat/completions, /v1/messages or /v1/models",
-                                                      "type": "not_found_error"}})
+                    await _error_for(scope, send, WireError(404, "not_found", f"no endpoint {scope['path']}: use "
+                                                            "/v1/chat/completions, /v1/messages, "
+                                                            "/v1/messages/count_tokens or /v1/models"))
                 return
             try:
                 await handler(scope, receive, send)
             except Exception:  # a bug: log it, answer 500 without the traceback
                 log.exception("gateway handler failed")
-                await _json(send, 500, {"error": {"message": "internal gateway error (see the gateway log)",
-                                                  "type": "api_error"}})
+                with contextlib.suppress(Exception):  # the response may have started already
+                    await _error_for(scope, send, WireError(500, "provider_error",
+                                                            "internal gateway error (see the gateway log)"))
         elif kind == "lifespan":
             while True:
                 msg = await receive()
@@ -265,8 +278,8 @@ class Gateway:
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await self._authorised(_headers(scope)):
-            await _json(send, 401, {"error": {"message": "send a virtual key or the gateway token as a Bearer token",
-                                              "type": "authentication_error"}})
+            await _error_for(scope, send, WireError(401, "authentication", "send a virtual key or the gateway "
+                                                    "token as a Bearer token"))
             return
         for (provider, model), state in self.breaker.states().items():  # open -> half-open is time: read it now
             self.metrics.circuit_state.labels(provider, model).set(CIRCUIT_STATE_VALUE[state])
@@ -275,8 +288,8 @@ class Gateway:
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         if not await self._authorised(headers):
-            await _json(send, 401, {"error": {"message": "send a virtual key as a Bearer token or x-api-key",
-                                              "type": "authentication_error"}})
+            await _error_for(scope, send, WireError(401, "authentication", "send a virtual key as a Bearer token "
+                                                    "or x-api-key"))
             return
         assert self.service is not None
         cat = self.service.catalog
@@ -300,14 +313,17 @@ class Gateway:
     async def _authenticate(self, headers: dict[bytes, bytes]) -> tuple[bool, ActiveKey | None]:
         """(allowed, the virtual key sent). A virtual key that does not verify is refused in every mode,
         so a typo never turns into unbudgeted spend; the admin token and no-auth mode need no key."""
-        given = headers.get(b"x-api-key")
-        if given is None:
-            auth = headers.get(b"authorization", b"")
-            given = auth[7:] if auth[:7].lower() == b"bearer " else b""
-        if given.startswith(KEY_PREFIX.encode()) and self.keys is not None:
+        # Claude Code sends x-api-key AND a Bearer token when both ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN
+        # are set: a provider key (or anything else) in one header must not hide a virtual key in the other.
+        auth = headers.get(b"authorization", b"")
+        sent = [v for v in (headers.get(b"x-api-key"), auth[7:].strip() if auth[:7].lower() == b"bearer " else None)
+                if v]
+        prefix = KEY_PREFIX.encode()
+        given = next((v for v in sent if v.startswith(prefix)), None)
+        if given is not None and self.keys is not None:
             key = await self.keys.verify(given.decode("latin-1"))
             return key is not None, key
-        if self._token is not None and hmac.compare_digest(given, self._token):
+        if self._token is not None and any(hmac.compare_digest(v, self._token) for v in sent):
             return True, None
         return not self.require_key, None
 
@@ -317,6 +333,67 @@ class Gateway:
 
     async def _anthropic_messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._chat(scope, receive, send, anthropic_format, "anthropic")
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`POST /v1/messages/count_tokens` (Claude Code and its IDE extensions call it): routed like a
+        message; passed through when the target is an Anthropic model, else estimated here (about four
+        bytes a token of what the model would read). Free, so not recorded as a request."""
+        assert self.service is not None and self.providers is not None
+        headers = _headers(scope)
+        ok, _ = await self._authenticate(headers)
+        if not ok:
+            await _error_for(scope, send, WireError(401, "authentication", "this gateway needs a virtual key: "
+                                                    "send it as x-api-key or a Bearer token"))
+            return
+        try:
+            body = await _read_body(receive)
+            data = json.loads(body)
+        except _TooLarge:
+            await _error_for(scope, send, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
+            return
+        except (ValueError, UnicodeDecodeError) as e:
+            await _error_for(scope, send, WireError(400, "invalid_request", f"the request body is not valid JSON: {e}"))
+            return
+        problem = _shape_problem(data)
+        if problem:
+            await _error_for(scope, send, WireError(400, "invalid_request", problem))
+            return
+        hint = headers.get(b"x-prism-task")
+        try:
+            d = await self.service.route_request(data["model"], person_text(data["messages"], limit=CLASSIFY_CHARS),
+                                                 task_hint=hint.decode("latin-1") if hint else None,
+                                                 context_tokens=len(body) // 4, classify_named=False)
+        except InvalidInput as e:
+            status = 404 if isinstance(e, UnknownName) and e.kind == "model" else 400
+            await _error_for(scope, send, WireError(status, "not_found" if status == 404 else "invalid_request",
+                                                    str(e)))
+            return
+        m = d.model
+        out_headers = [*JSON_HEADERS, (b"x-prism-model", m.name.encode())]
+        if FORMATS[self.service.catalog.providers[m.provider].format] is not anthropic_format \
+                or not self.providers.has_key(m.provider):
+            counted = {k: data[k] for k in ("system", "messages", "tools") if k in data}
+            estimate = len(json.dumps(counted, separators=(",", ":"))) // 4 + 1
+            await _respond(send, 200, json.dumps({"input_tokens": estimate}).encode(), out_headers)
+            return
+        extra = {k.decode(): v.decode("latin-1") for k in FORWARDED_ANTHROPIC_HEADERS if (v := headers.get(k))}
+        req = self.providers.request(m.provider, m.name, json.dumps({**data, "model": m.name}).encode(),
+                                     stream=False, extra_headers=extra)
+        req = httpx.Request("POST", req.url.copy_with(path=req.url.path + "/count_tokens"), headers=req.headers,
+                            content=req.content, extensions=req.extensions)
+        try:
+            resp = await self.providers.send(req)
+            try:
+                raw = await _read_all(resp)
+            finally:
+                await resp.aclose()
+        except WireError as e:
+            await _error_for(scope, send, e)
+            return
+        if resp.status_code >= 400:  # in Anthropic's shape whatever the upstream sent
+            await _error_for(scope, send, anthropic_format.parse_error(resp.status_code, raw, resp.headers))
+            return
+        await _respond(send, 200, raw, out_headers)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, fmt: ModuleType, fmt_name: str) -> None:
         self.metrics.in_flight.inc()
@@ -331,10 +408,10 @@ class Gateway:
         r = _Request(fmt, fmt_name, _headers(scope), t0, new_id(), ts=utcnow())
         ok, key = await self._authenticate(r.headers)
         if not ok:
-            await self._error(send, r, WireError(401, "authentication", "this gateway needs a virtual key (unknown "
-                                                 "or revoked keys are refused): create one with `mcp-prism keys "
-                                                 "create --team T` and send it as a Bearer token (OpenAI clients) "
-                                                 "or x-api-key (Anthropic clients)"))
+            await self._refuse(send, r, WireError(401, "authentication", "this gateway needs a virtual key (unknown "
+                                                  "or revoked keys are refused): create one with `mcp-prism keys "
+                                                  "create --team T` and send it as a Bearer token (OpenAI clients) "
+                                                  "or x-api-key (Anthropic clients)"))
             return
         if key is not None:  # the key's labels win; the headers fill only what the key leaves open
             r.key_id, r.team = key.id, key.team
@@ -348,25 +425,25 @@ class Gateway:
             r.body_bytes = len(body)
             data = json.loads(body)
         except _TooLarge:
-            await self._error(send, r, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
+            await self._refuse(send, r, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
             return
         except (ValueError, UnicodeDecodeError) as e:
-            await self._error(send, r, WireError(400, "invalid_request", f"the request body is not valid JSON: {e}"))
+            await self._refuse(send, r, WireError(400, "invalid_request", f"the request body is not valid JSON: {e}"))
             return
         problem = _shape_problem(data)
         if problem:
-            await self._error(send, r, WireError(400, "invalid_request", problem))
+            await self._refuse(send, r, WireError(400, "invalid_request", problem), data)
             return
         text = person_text(data["messages"], limit=CLASSIFY_CHARS)
         try:
             d = await self.service.route_request(data["model"], text, task_hint=r.header(b"x-prism-task"),
                                                  context_tokens=len(body) // 4, classify_named=False)
         except UnknownName as e:
-            await self._error(send, r, WireError(404 if e.kind == "model" else 400, "not_found"
-                                                 if e.kind == "model" else "invalid_request", str(e)))
+            await self._refuse(send, r, WireError(404 if e.kind == "model" else 400, "not_found"
+                                                  if e.kind == "model" else "invalid_request", str(e)), data, text)
             return
         except InvalidInput as e:
-            await self._error(send, r, WireError(400, "invalid_request", str(e)))
+            await self._refuse(send, r, WireError(400, "invalid_request", str(e)), data, text)
             return
         r.decision = d
         r.text = text
@@ -383,7 +460,8 @@ class Gateway:
             try:
                 r.reservation = await self.enforcer.reserve(list(budgets), estimate)
             except BudgetExceeded as e:
-                await self._error(send, r, WireError(429, "rate_limited", e.message, retry_after=e.retry_after))
+                await self._error(send, r, WireError(429, "rate_limited", e.message, retry_after=e.retry_after),
+                                  record=True)
                 return
         try:
             await self._forward(scope, receive, send, r, data, d)
@@ -408,7 +486,7 @@ class Gateway:
             if BatchService.header_asks(header):
                 await self._error(send, r, WireError(400, "invalid_request", f"{d.model.name} ({d.model.provider}) "
                                                      "has no batch API mcp_prism supports: drop X-Prism-Batch or "
-                                                     "name an OpenAI or Anthropic model"))
+                                                     "name an OpenAI or Anthropic model"), record=True)
                 return True
             return False  # a batch task type routed to a provider without one: served now
         try:
@@ -416,7 +494,7 @@ class Gateway:
                                                     task_type=task, api_key_id=r.key_id, team=r.team, user=r.user,
                                                     project=r.project)
         except InvalidInput as e:
-            await self._error(send, r, WireError(400, "invalid_request", str(e)))
+            await self._error(send, r, WireError(400, "invalid_request", str(e)), record=True)
             return True
         await _json(send, 202, {"id": rid, "status": "queued", "result_url": f"{BATCH_PATH}{rid}"})
         return True
@@ -424,14 +502,14 @@ class Gateway:
     async def _batch_get(self, scope: Scope, receive: Receive, send: Send) -> None:
         ok, key = await self._authenticate(_headers(scope))
         if not ok:
-            await _json(send, 401, {"error": {"message": "send a virtual key (or the gateway token) as a Bearer "
-                                              "token or x-api-key", "type": "authentication_error"}})
+            await _error_for(scope, send, WireError(401, "authentication", "send a virtual key (or the gateway "
+                                                    "token) as a Bearer token or x-api-key"))
             return
         assert self.batches is not None
         try:
             info = await self.batches.get(scope["path"][len(BATCH_PATH):], api_key_id=key.id if key else None)
         except InvalidInput as e:
-            await _json(send, 404, {"error": {"message": str(e), "type": "not_found_error"}})
+            await _error_for(scope, send, WireError(404, "not_found", str(e)))
             return
         await _json(send, 200, info.model_dump(mode="json"))
 
@@ -497,16 +575,32 @@ class Gateway:
         opts = opts if isinstance(opts, dict) else {}
         extra = {k.decode(): v.decode("latin-1") for k in FORWARDED_ANTHROPIC_HEADERS
                  if (v := r.headers.get(k)) is not None} if fmt is anthropic_format else None
-        try:  # a malformed request is the client's error: found once here, not once per target
-            neutral = fmt.parse_request(data) if any(FORMATS[cat.providers[m.provider].format] is not fmt
-                                                     for m in targets) else None
-        except WireError as e:
-            await self._error(send, r, e)
-            return
+        # Parsed for translation only when a target built speaks another format (Claude Code's requests
+        # carry what only the Messages API accepts, e.g. mid-conversation system messages), and only once.
+        parsed: list[Any] = []
+        build_errors: dict[str, WireError] = {}
+
+        def neutral_request() -> Any:
+            if not parsed:
+                try:
+                    parsed.append(fmt.parse_request(data))
+                except WireError as e:
+                    parsed.append(e)
+            if isinstance(parsed[0], WireError):
+                raise parsed[0]
+            return parsed[0]
+
         client_usage: dict[str, bool] = {}
         prompt_cache = d.rule_id is not None and (await self.service.rules())[d.task_type].rule.prompt_cache
 
         def build(m: ModelSpec) -> httpx.Request:
+            try:
+                return build_for(m)
+            except WireError as e:
+                build_errors[m.name] = e
+                raise
+
+        def build_for(m: ModelSpec) -> httpx.Request:
             pfmt = FORMATS[cat.providers[m.provider].format]
             if pfmt is fmt:
                 body = {**data, "model": m.name}
@@ -519,7 +613,7 @@ class Gateway:
                 out = json.dumps(body, separators=(",", ":")).encode()
                 return self.providers.request(m.provider, m.name, out, stream=stream,  # type: ignore[union-attr]
                                               extra_headers=extra)
-            assert neutral is not None
+            neutral = neutral_request()
             # non-reasoning models reject the parameter
             req = neutral if "reasoning" in m.capabilities else replace(neutral, reasoning_effort=None)
             client_usage[m.name] = bool(getattr(neutral, "stream_usage", False)) or fmt is not openai_format
@@ -535,7 +629,10 @@ class Gateway:
                                        breaker=self.breaker, key=_deployment, on_attempt=self._on_attempt)
         except WireError as e:
             r.upstream_s = time.perf_counter() - t_up
-            await self._error(send, r, e, record=True)
+            # every target failed: a request the client got wrong, or the chosen target's missing key, says
+            # so rather than whatever the last fallback said
+            bad = parsed[0] if parsed and isinstance(parsed[0], WireError) else None
+            await self._error(send, r, bad or build_errors.get(d.model.name) or e, record=True)
             return
         resp = got.response
         if got.target is not d.model:  # a fallback answered: headers, record and cost name the model that did
@@ -585,6 +682,17 @@ class Gateway:
         self._record(r, usage, "ok")
         await self._cache_put(r, out, usage)
 
+    async def _cache_stream(self, r: _Request, capture: StreamCapture, usage: Usage) -> None:
+        """Store a streamed answer as its end arrives, before the client gets its last bytes; a store that
+        fails here costs a cache entry, never the answer already on its way."""
+        assert r.decision is not None
+        body = capture.body(r.fmt_name, r.decision.model.name)
+        if body is not None:
+            try:
+                await self._cache_put(r, body, usage)
+            except Exception:
+                log.exception("could not store a streamed answer in the response cache")
+
     async def _cache_put(self, r: _Request, body: bytes, usage: Usage) -> None:
         """Keep a good answer of a cacheable request (its first, paid-for answer) for the task type's TTL."""
         d = r.decision
@@ -622,10 +730,6 @@ class Gateway:
                         r.decision.model.name, client_usage).error(err), "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             self._record(r, usage, status, error_type=err.kind if err else None)
-            if err is None and r.capture is not None:
-                body = r.capture.body(r.fmt_name, r.decision.model.name)
-                if body is not None:
-                    await self._cache_put(r, body, usage)
 
     async def _pump(self, send: Send, r: _Request, resp: httpx.Response, pfmt: ModuleType, state: _PumpState,
                     t_up: float, client_usage: bool) -> tuple[Usage, str, WireError | None]:
@@ -674,6 +778,9 @@ class Gateway:
                                 r.response_text.append(ev.text)
                             parts.append(encoder.encode(ev))
                     out = b"".join(parts)
+                if ended and capture is not None:  # cached before the client sees the end: a repeat hits
+                    await self._cache_stream(r, capture, state.usage())
+                    capture = None
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             rest = sse.flush()  # a last event the provider sent without its closing blank line
@@ -682,6 +789,10 @@ class Gateway:
                 for event, data in rest:
                     tracker.feed(event, data)
                     ended = ended or data == "[DONE]" or event == "message_stop"
+                if ended and capture is not None:
+                    for event, data in rest:
+                        capture.feed(event, data)
+                    await self._cache_stream(r, capture, state.usage())
                 if rest:
                     await send({"type": "http.response.body", "body": b"".join(encode_sse(d, e) for e, d in rest),
                                 "more_body": True})
@@ -689,9 +800,14 @@ class Gateway:
                 assert encoder is not None
                 tail = []
                 for event, data in rest:
-                    for ev in decoder.feed(event, data):
+                    decoded = decoder.feed(event, data)
+                    if capture is not None:
+                        capture.feed_events(decoded)
+                    for ev in decoded:
                         ended = ended or isinstance(ev, StreamEnd)
                         tail.append(encoder.encode(ev))
+                if ended and capture is not None:
+                    await self._cache_stream(r, capture, state.usage())
                 if tail:
                     await send({"type": "http.response.body", "body": b"".join(tail), "more_body": True})
         except WireError as e:  # an error event inside the provider's stream
@@ -731,6 +847,8 @@ class Gateway:
             headers.append((b"retry-after", str(max(0, round(err.retry_after))).encode()))
         if r.decision is not None:
             headers += self._prism_headers(r)
+        else:  # refused before routing, and recorded under this id all the same
+            headers.append((b"x-prism-request-id", r.id.encode()))
         await _respond(send, err.status, json.dumps(r.fmt.render_error(err)).encode(), headers)
         if record and r.decision is not None:
             self._record(r, Usage(), _status_of(err), error_type=err.kind)
@@ -743,7 +861,9 @@ class Gateway:
         ttft = min(r.ttft_ms, latency) if r.ttft_ms is not None else None
         tokens = usage.tokens()
         cost = None
-        if r.reservation is not None:  # priced now to settle the budget; the recorder reuses it
+        # priced now to settle the budget (the recorder reuses it), or because the catalog does not list the
+        # model (discovered on first use: the recorder prices listed models only)
+        if r.reservation is not None or d.model.discovered:
             cost = self.service.catalog.cost(d.model.name, tokens, r.ts)  # type: ignore[union-attr]
             r.actual_pico = to_picodollars(cost.usd) if cost.usd is not None else 0
             r.actual_tokens = tokens.input_tokens + tokens.output_tokens
@@ -757,6 +877,28 @@ class Gateway:
             response="".join(r.response_text) if r.response_text is not None else None, api_key_id=r.key_id,
             cache_hit=r.cache_hit, saved_usd=saved_usd, cost=cost,
         ))
+
+    async def _refuse(self, send: Send, r: _Request, err: WireError, data: Any = None, text: str = "") -> None:
+        """Answer a request refused before it was routed, and record it with its status and whatever labels
+        are known, so every request is counted. Bounded: at most REFUSED_PER_SECOND records a second (a
+        flood of bad requests cannot fill the store), names cut to LABEL_CHARS, no prompt kept."""
+        await self._error(send, r, err)
+        now = int(time.monotonic())
+        if now != self._refused_second:
+            self._refused_second, self._refused_count = now, 0
+        self._refused_count += 1
+        if self._refused_count > REFUSED_PER_SECOND or self.recorder is None or self.service is None:
+            return
+        requested = data.get("model") if isinstance(data, dict) else None
+        model = requested.strip()[:LABEL_CHARS] if isinstance(requested, str) and requested.strip() else "(none)"
+        known = self.service.catalog.models.get(self.service.catalog.aliases.get(model, model))
+        hint = r.header(b"x-prism-task")
+        task = hint.strip() if hint and hint.strip() in self.service.task_types else ""
+        self.recorder.record(Outcome(
+            id=r.id, ts=r.ts, task_type=task, model=model, provider=known.provider if known else "(gateway)",
+            tokens=Usage().tokens(), status=_status_of(err), latency_ms=(time.perf_counter() - r.t0) * 1000,
+            upstream_ms=0.0, route="refused", error_type=err.kind, user=_cut(r.user), team=_cut(r.team),
+            project=_cut(r.project), text=text[:CLASSIFY_CHARS], api_key_id=r.key_id))
 
     def _budget_level(self, b: Budget, remaining: int | None) -> None:
         if remaining is not None:
@@ -851,6 +993,10 @@ class _PassthroughUsage:
         return out
 
 
+def _cut(label: str | None) -> str | None:
+    return label[:LABEL_CHARS] if label else None  # unset before auth: an unauthenticated caller has none
+
+
 def _deployment(m: ModelSpec) -> tuple[str, str]:
     return (m.provider, m.name)
 
@@ -918,3 +1064,39 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
 async def _json(send: Send, status: int, obj: Any) -> None:
     await _respond(send, status, json.dumps(obj).encode(), JSON_HEADERS)
 
+
+
+async def _error_for(scope: Scope, send: Send, err: WireError) -> None:
+    """An error in the format of the API the path belongs to: Anthropic's under /v1/messages (and for
+    clients that say `anthropic-version`), OpenAI's elsewhere."""
+    path = scope.get("path", "")
+    anthropic = path.startswith("/v1/messages") or (not path.startswith(("/v1/chat", "/chat"))
+                                                    and any(k == b"anthropic-version" for k, _ in scope["headers"]))
+    fmt = anthropic_format if anthropic else openai_format
+    await _respond(send, err.status, json.dumps(fmt.render_error(err)).encode(), JSON_HEADERS)
+
+
+_LOCAL_HOSTS: set[bytes] = set()  # Host values seen to be loopback names (bounded below)
+
+
+def _cross_site(headers: dict[bytes, bytes]) -> str | None:
+    """Why an open (no-key) gateway refuses this request, or None. Open mode binds only to loopback, so a
+    Host that is not a loopback name is a DNS-rebinding page, and an Origin of another site is a web page
+    posting across sites: either could spend the provider keys (the MCP HTTP server checks the same)."""
+    host = headers.get(b"host")
+    if host is not None and host not in _LOCAL_HOSTS:  # the usual Host answers from a set, without parsing
+        name = urlsplit("//" + host.decode("latin-1")).hostname or ""
+        if not is_loopback(name):
+            return (f"Host {host.decode('latin-1')!r} is not this machine: a gateway without keys (--no-auth) "
+                    "answers only requests addressed to 127.0.0.1, localhost or [::1] (DNS-rebinding guard); "
+                    "to serve other names, run it with virtual keys (mcp-prism keys create --team T)")
+        if len(_LOCAL_HOSTS) < 64:  # a handful of host:port spellings in practice
+            _LOCAL_HOSTS.add(host)
+    origin = headers.get(b"origin")
+    if origin is not None:
+        o = urlsplit(origin.decode("latin-1"))
+        if o.scheme not in ("http", "https") or not is_loopback(o.hostname or ""):
+            return (f"requests from web pages (Origin {origin.decode('latin-1')!r}) are refused by a gateway "
+                    "without keys (--no-auth): any site you visit could spend your provider keys; call it from "
+                    "a local client, or run it with virtual keys")
+    return None

@@ -41,7 +41,7 @@ from genai_prices import Usage, calc_price
 from pydantic import BaseModel, Field
 
 from mcp_prism.core import router_eval
-from mcp_prism.core.catalog import Catalog
+from mcp_prism.core.catalog import Catalog, ModelSpec
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.stats import qualify
 from mcp_prism.core.usage import iso, utcnow
@@ -176,10 +176,11 @@ class PriceBook:
             return ModelPrice(input_usd_per_mtok=pin, output_usd_per_mtok=pout, source="--price override")
         if self.catalog is not None:
             try:
-                name = self.catalog.resolve(model).name
+                spec: ModelSpec | None = self.catalog.resolve(model)
             except UnknownName:
-                pass
-            else:
+                spec = None
+            if spec is not None and not spec.discovered:  # an unlisted name: priced and named by genai-prices below
+                name = spec.name
                 pin = self.catalog.cost(name, TokenUsage(input_tokens=1_000_000)).usd
                 pout = self.catalog.cost(name, TokenUsage(output_tokens=1_000_000)).usd
                 if pin is not None and pout is not None:

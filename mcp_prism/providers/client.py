@@ -63,11 +63,12 @@ class ProviderClient:
     def _endpoint(self, provider: str, model: str, stream: bool) -> tuple[httpx.URL, dict[str, str]]:
         ep = self.endpoints[provider]
         spec = ep.provider
+        # 424, not 5xx: SDKs retry 408/409/429/5xx for a minute, and only the gateway's operator can fix this
         if spec.api_key_env and not ep.key:
-            raise WireError(500, "provider_error", f"the gateway has no API key for {provider}: set "
+            raise WireError(424, "provider_error", f"the gateway has no API key for {provider}: set "
                             f"{spec.api_key_env} in the gateway's environment")
         if not spec.base_url:
-            raise WireError(500, "provider_error", f"provider {provider} has no base_url: set "
+            raise WireError(424, "provider_error", f"provider {provider} has no base_url: set "
                             f"providers.{provider}.base_url in the config file")
         headers = {"content-type": "application/json"}
         if spec.format == "anthropic":

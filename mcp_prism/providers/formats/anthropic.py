@@ -105,15 +105,30 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
     req = ChatRequest(model=model, messages=[], max_tokens=max_tokens)
     req.system = _system(body.get("system"))
     tool_names: dict[str, str] = {}
+    pending: list[Part] = []  # mid-conversation system messages after an answer, for the next user turn
     for i, msg in enumerate(raw_messages):
         where = f"messages[{i}]"
         if not isinstance(msg, dict):
             bad_request(f"{where} must be an object with role and content, got {type_name(msg)}")
         role = msg.get("role")
+        if role == "system":
+            if i == 0:
+                bad_request(f'{where}.role "system" cannot open the conversation: put system instructions in the '
+                            'top-level "system" field')
+            parts = _mid_system(msg.get("content"), where)
+            if req.messages and req.messages[-1].role == "user":  # it came before the answer: keep it there
+                req.messages[-1].content.extend(parts)
+            else:
+                pending += parts
+            continue
         if role not in ("user", "assistant"):
-            hint = '; put system instructions in the top-level "system" field' if role == "system" else ""
-            bad_request(f'{where}.role must be "user" or "assistant", got {role!r}{hint}')
-        req.messages.append(Message(role, _content(msg.get("content"), role, where, tool_names)))
+            bad_request(f'{where}.role must be "user", "assistant" or "system", got {role!r}')
+        content = _content(msg.get("content"), role, where, tool_names)
+        if pending and role == "user":  # after any tool results, which must lead a user turn
+            content, pending = [*content, *pending], []
+        req.messages.append(Message(role, content))
+    if pending:  # system text after the last answer: the turn being answered
+        req.messages.append(Message("user", pending))
 
     req.tools = _tools(body.get("tools"))
     _tool_choice(body.get("tool_choice"), req)
@@ -170,6 +185,19 @@ def _system(raw: Any) -> list[Text]:
             bad_request(f'system[{i}] must be a text block {{"type": "text", "text": "..."}}')
         out.append(_text_block(block, f"system[{i}]"))
     return out
+
+
+def _mid_system(raw: Any, where: str) -> list[Part]:
+    """A `role: "system"` message inside `messages` (Claude Code sends these to Claude 5 models, beta
+    mid-conversation-system-2026-04-07) as the user-turn text other providers accept: wrapped in a
+    <system-reminder>, as Claude Code itself falls back to when the beta is refused."""
+    if isinstance(raw, str):
+        texts = [raw]
+    else:
+        texts = [t.text for t in _system(raw)] if isinstance(raw, list) else None
+        if texts is None:
+            bad_request(f'{where}.content must be a string or an array of text blocks, got {type_name(raw)}')
+    return [Text(f"<system-reminder>\n{t}\n</system-reminder>") for t in texts if t]
 
 
 def _image(block: dict[str, Any], where: str) -> Image:
