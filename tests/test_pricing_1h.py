@@ -131,7 +131,7 @@ async def test_store_keeps_one_hour_writes_in_events_and_rollups(tmp_path: Path)
         rolled = await store.rollup("2026-11-20", "2026-11-21", ["model"])
         assert rolled[0]["cache_write_1h_tokens"] == 4_000
         snap = json.loads((await store.fetch("SELECT body FROM price_snapshots"))[0][0])
-        assert snap["cache_write_1h"] == "6"
+        assert snap["cache_write_1h"] == {"base": "6", "tiers": [[200000, "12"]]}
     finally:
         await store.close()
 
