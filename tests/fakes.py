@@ -623,6 +623,51 @@ def _anthropic_response(body: dict[str, Any], turn: _Turn, r: _Reply, seq: int) 
     return _Streamed(chunks, SSE, cut_at=cut_at, headers=headers)
 
 
+# --- OpenAI Responses, minimal ------------------------------------------------------------------------------------
+# Just enough of `POST /v1/responses` for Codex CLI to finish a turn (the history import tests read what it logs):
+# one streamed text answer, `echo: <last user text>`, with usage; `[cached]` and `[reasoning]` as elsewhere. No
+# tools, no validation. A full Responses fake supersedes this; keep it separate.
+RESPONSES_INPUT_TOKENS = 1500  # uncached input, fixed so tests can assert Codex's logged token counts exactly
+RESPONSES_OUTPUT_TOKENS = 12
+
+
+def _history_minimal_responses(body: dict[str, Any], seq: int) -> _Full | _Streamed:
+    texts = [p.get("text", "") for m in body.get("input") or [] if isinstance(m, dict) and m.get("role") == "user"
+             for p in (m.get("content") if isinstance(m.get("content"), list) else []) if isinstance(p, dict)]
+    last = texts[-1] if texts else ""
+    text = f"echo: {last[:ECHO_LIMIT]}"
+    cached = CACHED_TOKENS if "[cached]" in last else 0
+    usage = {"input_tokens": RESPONSES_INPUT_TOKENS + cached,  # includes the cached tokens, as OpenAI counts
+             "input_tokens_details": {"cached_tokens": cached},
+             "output_tokens": RESPONSES_OUTPUT_TOKENS + (REASONING_TOKENS if "[reasoning]" in last else 0),
+             "output_tokens_details": {"reasoning_tokens": REASONING_TOKENS if "[reasoning]" in last else 0}}
+    usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+    rid, mid = f"resp_fake{seq:06d}", f"msg_fake{seq:06d}"
+    item = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    resp = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+            "model": body.get("model", ""), "output": [item], "usage": usage}
+    if not body.get("stream"):
+        return _json(200, resp)
+    events = [
+        {"type": "response.created", "response": {**resp, "status": "in_progress", "output": [], "usage": None}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "status": "in_progress",
+                                                                           "content": []}},
+        {"type": "response.content_part.added", "item_id": mid, "output_index": 0, "content_index": 0,
+         "part": {"type": "output_text", "text": "", "annotations": []}},
+        *({"type": "response.output_text.delta", "item_id": mid, "output_index": 0, "content_index": 0, "delta": p}
+          for p in _split(text)),
+        {"type": "response.output_text.done", "item_id": mid, "output_index": 0, "content_index": 0, "text": text},
+        {"type": "response.content_part.done", "item_id": mid, "output_index": 0, "content_index": 0,
+         "part": item["content"][0]},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": resp},
+    ]
+    chunks = [f"event: {e['type']}\n".encode() + b"data: " + _compact({**e, "sequence_number": i}) + b"\n\n"
+              for i, e in enumerate(events)]
+    return _Streamed(chunks, SSE)
+
+
 # --- Gemini -------------------------------------------------------------------------------------------------------
 
 
@@ -1179,6 +1224,8 @@ class _App:
                 return _json(200, {"object": "list", "data": models})
             if path.startswith(("/v1/files", "/v1/batches")):
                 return _openai_batch_api(fake, method, path, headers, body, raw)
+            if (method, path) == ("POST", "/v1/responses") and isinstance(body, dict):
+                return _history_minimal_responses(body, seq)
             if (method, path) != ("POST", "/v1/chat/completions"):
                 return _openai_error(404, f"Invalid URL ({method} {path})", "invalid_request_error")
             if body is None and raw:
