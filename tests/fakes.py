@@ -17,8 +17,8 @@ serves all three APIs on one port:
 
 The scenario is chosen by markers in the text of the last user message, so a test can steer it through any client,
 including a gateway that rewrites the request: ``[tool]``, ``[cached]``, ``[reasoning]``, ``[429]``, ``[500]``,
-``[529]``, ``[slow]``, ``[malformed]``, ``[cut]``, ``[long]`` (see ``_plan`` and ``_scenario_error``). Without a marker
-the reply is ``"echo: <last user text>"``.
+``[529]``, ``[slow]``, ``[malformed]``, ``[cut]``, ``[long]``, ``[cached1h]`` (see ``_plan`` and
+``_scenario_error``). Without a marker the reply is ``"echo: <last user text>"``.
 
 Usage::
 
@@ -60,6 +60,7 @@ PROVIDERS = ("openai", "anthropic", "gemini")
 # Fixed token counts so tests can assert exact usage numbers for the [cached] and [reasoning] scenarios.
 CACHED_TOKENS = 2048  # OpenAI cached_tokens, Anthropic cache_read_input_tokens, Gemini cachedContentTokenCount
 CACHE_CREATION_TOKENS = 256  # Anthropic cache_creation_input_tokens
+CACHE_CREATION_1H_TOKENS = 512  # [cached1h]: one-hour cache writes (cache_creation.ephemeral_1h_input_tokens)
 REASONING_TOKENS = 64  # OpenAI reasoning_tokens, Gemini thoughtsTokenCount, added to Anthropic output_tokens
 RETRY_AFTER_SECONDS = 7
 ECHO_LIMIT = 200  # the echoed user text is truncated to this many characters
@@ -161,6 +162,7 @@ class _Reply:
     output_tokens: int  # visible output, reasoning excluded
     cached: bool
     reasoning: bool
+    cached_1h: bool = False
 
 
 def _tokens(text: str) -> int:
@@ -234,6 +236,7 @@ def _plan(turn: _Turn) -> _Reply:
         output_tokens=out,
         cached=turn.has("[cached]"),
         reasoning=turn.has("[reasoning]"),
+        cached_1h=turn.has("[cached1h]"),
     )
 
 
@@ -556,12 +559,13 @@ def _anthropic_turn(body: dict[str, Any]) -> _Turn:
 
 def _anthropic_usage(r: _Reply, *, output_tokens: int | None = None) -> dict[str, Any]:
     creation = CACHE_CREATION_TOKENS if r.cached else 0
+    hour = CACHE_CREATION_1H_TOKENS if r.cached_1h else 0
     out = r.output_tokens + (REASONING_TOKENS if r.reasoning else 0)
     return {
         "input_tokens": r.input_tokens,  # excludes cached/cache-written tokens, as the API reports it
-        "cache_creation_input_tokens": creation,
+        "cache_creation_input_tokens": creation + hour,
         "cache_read_input_tokens": CACHED_TOKENS if r.cached else 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": creation, "ephemeral_1h_input_tokens": 0},
+        "cache_creation": {"ephemeral_5m_input_tokens": creation, "ephemeral_1h_input_tokens": hour},
         "output_tokens": out if output_tokens is None else output_tokens,
         "service_tier": "standard",
     }
