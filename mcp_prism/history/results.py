@@ -35,6 +35,7 @@ class ImportResult(BaseModel):
     agents: list[AgentImport]
     warnings: list[str]
     state_saved: bool  # False when --since/--project narrowed the import: the next run reads it all again
+    seconds: float = 0.0  # the import itself, reading to storing (not the interpreter's start)
 
     @property
     def stored(self) -> int:
@@ -42,7 +43,7 @@ class ImportResult(BaseModel):
 
     @property
     def markdown(self) -> str:
-        lines = [f"Imported history on {self.machine} as {self.user}:", "",
+        lines = [f"Imported history on {self.machine} as {self.user} in {self.seconds:.1f} s:", "",
                  "| agent | logs (new) | requests | stored | already stored | subagent | unpriced | cost USD |",
                  "|---|---|---|---|---|---|---|---|"]
         for a in self.agents:

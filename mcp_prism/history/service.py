@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date
@@ -90,6 +91,7 @@ class HistoryImporter:
         if path and agent == "all":
             raise InvalidInput("--path needs the agent whose logs are there: import-history claude-code|opencode|"
                                "codex --path P")
+        started = time.perf_counter()
         since_day = _since(since)
         narrowed = since_day is not None or project is not None
         state = await load_import_state(self.store, self.machine)
@@ -112,7 +114,7 @@ class HistoryImporter:
                 disagreements=[CostDisagreement(model=m, requests=int(v[2]), ours_usd=v[0], agent_usd=v[1])
                                for m, v in sorted(tally.disagreements.items())]))
         return ImportResult(machine=self.machine, user=self.user, agents=out, warnings=self.warnings,
-                            state_saved=not narrowed)
+                            state_saved=not narrowed, seconds=round(time.perf_counter() - started, 3))
 
     # ---------------------------------------------------------------- one agent
     async def _agent(self, name: str, roots: list[Path], state: dict[str, FileState], tally: _Tally,
@@ -123,23 +125,22 @@ class HistoryImporter:
             files += parser.find_logs(root)
         tally.files = len(files)
         pending: list[UsageEvent] = []
+        states: list[FileState] = []  # saved only after their files' events are stored
         for f in files:
-            key = str(f.resolve())
+            key = os.path.abspath(f)
             size, mtime = _signature(f, with_wal=name == "opencode")
-            head = _head(f)
             old = state.get(key)
+            if old and (old.mtime_ns, old.size) == (mtime, size) and (name == "opencode" or old.read_to == size):
+                continue  # unchanged since the last import: not even opened
+            head = _head(f)
             if name == "opencode":
                 start = old.read_to if old and old.head == head else 0
-                if old and old.head == head and (old.mtime_ns, old.size) == (mtime, size):
-                    continue
                 requests, watermark, versions = parser.read(f, start)
                 self._versions(versions, f)
                 reqs: Iterable[LoggedRequest] = requests
                 end = watermark
             else:
                 start = old.read_to if old and old.head == head and old.read_to <= size else 0
-                if old and start == size and old.mtime_ns == mtime:
-                    continue  # unchanged since the last import
                 positions: list[int] = [start]
                 reqs = _tracking(parser.read(f, start), positions)
             tally.files_read += 1
@@ -149,13 +150,14 @@ class HistoryImporter:
                     continue
                 pending.append(self._event(req, tally))
                 if len(pending) >= BATCH:
-                    await self._store(pending, tally)
+                    await self._flush(pending, [], tally)
             if name != "opencode":
                 end = positions[0]
-            await self._store(pending, tally)
             if not narrowed:
-                await save_import_state(self.store, self.machine, [
-                    FileState(key, name, size, mtime, end, head)])
+                states.append(FileState(key, name, size, mtime, end, head))
+            if len(states) >= BATCH:
+                await self._flush(pending, states, tally)
+        await self._flush(pending, states, tally)
 
     def _versions(self, versions: list[str], f: Path) -> None:
         other = sorted(v for v in versions if not v.startswith(opencode.SUPPORTED + "."))
@@ -163,10 +165,15 @@ class HistoryImporter:
             self._warn(f"opencode:{f}", f"{f} has sessions written by OpenCode {', '.join(other)}; this importer "
                                         f"was checked against {opencode.SUPPORTED}: check its figures")
 
-    async def _store(self, pending: list[UsageEvent], tally: _Tally) -> None:
+    async def _flush(self, pending: list[UsageEvent], states: list[FileState], tally: _Tally) -> None:
+        """Store the events, then how far their logs were read: a crash between the two re-reads, never skips.
+        Many small logs share a transaction: per-file transactions were most of an import's time."""
         if pending:
             tally.stored += len(await self.store.insert_events(pending))
             pending.clear()
+        if states:
+            await save_import_state(self.store, self.machine, states)
+            states.clear()
 
     # ---------------------------------------------------------------- one request
     def _event(self, req: LoggedRequest, tally: _Tally) -> UsageEvent:

@@ -472,9 +472,10 @@ class PgStore(StoreReads):
             return fresh
 
         def raced(err: BaseException) -> bool:
-            # another writer stored one of our request_ids after we looked: run again, it is skipped then
+            # another writer stored one of our request_ids after we looked: run again, it is skipped then (imported
+            # history derives the event id from the request id, so the same race can hit the primary key first)
             return isinstance(err, asyncpg.UniqueViolationError) and (
-                getattr(err, "constraint_name", "") == "usage_events_request_id_key")
+                getattr(err, "constraint_name", "") in ("usage_events_request_id_key", "usage_events_pkey"))
 
         result = await self.transaction(work, retry=raced)
         self._snapshot_ids.update(new_ids)  # committed now: safe to share
