@@ -144,3 +144,44 @@ def test_catalog_one_hour_cost_equals_genai_prices(model: str) -> None:
                             cache_write_1h_tokens=25_000, output_tokens=2_000),
                     model_ref=CATALOG.resolve(model).prices_ref, provider_id="anthropic", genai_request_timestamp=AT)
     assert ours == gp.total_price
+
+
+# ------------------------------------------------------------------ through the gateway, as Claude Code sends it
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory):
+    from fakes import run_fake_providers
+    from test_gateway import KEYS, RunningGateway
+
+    with run_fake_providers(keys={"openai": KEYS["OPENAI_API_KEY"], "anthropic": KEYS["ANTHROPIC_API_KEY"],
+                                  "gemini": KEYS["GEMINI_API_KEY"]}) as fake, \
+            RunningGateway(tmp_path_factory.mktemp("gw1h"), fake) as g:
+        yield g
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", [False, True])
+def test_gateway_records_one_hour_writes_at_their_price(gw, stream: bool) -> None:
+    from fakes import CACHE_CREATION_1H_TOKENS, CACHE_CREATION_TOKENS, CACHED_TOKENS
+
+    client = gw.anthropic()
+    messages = [{"role": "user", "content": "[cached] [cached1h] summarise the invoice module"}]
+    if stream:
+        with client.messages.with_streaming_response.create(model="claude-sonnet-4-5", max_tokens=100,
+                                                            messages=messages, stream=True) as raw:
+            rid = raw.headers["x-prism-request-id"]
+            for _ in raw.iter_lines():
+                pass
+    else:
+        raw = client.messages.with_raw_response.create(model="claude-sonnet-4-5", max_tokens=100, messages=messages)
+        rid, msg = raw.headers["x-prism-request-id"], raw.parse()
+        assert msg.usage.cache_creation.ephemeral_1h_input_tokens == CACHE_CREATION_1H_TOKENS
+    ev = gw.event(rid)
+    writes = CACHE_CREATION_TOKENS + CACHE_CREATION_1H_TOKENS
+    assert (ev["cache_write_tokens"], ev["cache_write_1h_tokens"], ev["cached_input_tokens"]) == (
+        writes, CACHE_CREATION_1H_TOKENS, CACHED_TOKENS)
+    ts = datetime.fromisoformat(ev["ts"].replace("Z", "+00:00"))
+    expected = calc_price(GpUsage(input_tokens=ev["input_tokens"], cache_read_tokens=CACHED_TOKENS,
+                                  cache_write_tokens=writes, cache_write_1h_tokens=CACHE_CREATION_1H_TOKENS,
+                                  output_tokens=ev["output_tokens"]),
+                          model_ref="claude-sonnet-4-5", provider_id="anthropic", genai_request_timestamp=ts)
+    assert Decimal(ev["cost_usd"]) == expected.total_price
