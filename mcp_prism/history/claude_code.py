@@ -67,34 +67,31 @@ def _resume_text(path: Path, start: int) -> str:
     return ""
 
 
+def _json(line: bytes) -> dict | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
 def read(path: Path, start: int = 0) -> Iterator[tuple[int, LoggedRequest | None]]:
     """(offset after the line, the request it logged or None) for each complete line from `start`.
-    Repeats of a request within the file are yielded once; the caller dedups across files."""
+    Repeats of a request within the file are yielded once; the caller dedups across files. Only lines that
+    can matter are parsed: a person's turn, or an assistant entry with usage."""
     text = _resume_text(path, start) if start else ""
     seen: set[str] = set()
     for pos, line in complete_lines(path, start):
+        req = None
         if _is(line, _USER):
-            if b'"tool_result"' in line:  # tool output, not the person; often most of a log's bytes
-                yield pos, None
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                yield pos, None
-                continue
-            if entry.get("type") == "user":
+            # tool output is not the person's, and is often most of a log's bytes: not parsed
+            entry = None if b'"tool_result"' in line else _json(line)
+            if entry is not None and entry.get("type") == "user":
                 text = _user_text(entry) or text
-            yield pos, None
-            continue
-        if not (_is(line, _ASSISTANT) and b'"usage"' in line):
-            yield pos, None
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            yield pos, None
-            continue
-        yield pos, _request(entry, text, seen)
+        elif _is(line, _ASSISTANT) and b'"usage"' in line:
+            entry = _json(line)
+            req = _request(entry, text, seen) if entry is not None else None
+        yield pos, req
 
 
 def _request(entry: dict, text: str, seen: set[str]) -> LoggedRequest | None:
