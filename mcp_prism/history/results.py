@@ -50,6 +50,8 @@ class ImportResult(BaseModel):
             lines.append(f"| {a.agent} | {a.files} ({a.files_read}) | {a.requests} | {a.stored} | {a.duplicates} | "
                          f"{a.sidechain} | {a.unpriced} | {a.cost_usd:.4f} |")
         for a in self.agents:
+            if not a.files:
+                lines.append(f"\nNo {a.agent} logs found in {', '.join(a.roots)}; --path points at another folder.")
             if a.agent_cost_usd is not None and a.requests:
                 lines.append(f"\n{a.agent} logged its own cost too: {a.agent_cost_usd:.6f} USD against "
                              f"{a.cost_usd:.6f} from genai-prices.")
