@@ -298,3 +298,13 @@ def test_analyze_report_compare_and_review_due_work_on_imported_history(tmp_path
     assert cli_main(["report", "--days", "30", "--home", home]) == 0
     report = capsys.readouterr().out
     assert "test_generation" in report and "claude-opus-4-5" in report
+
+
+@pytest.mark.anyio
+async def test_a_log_that_vanished_is_skipped_with_a_warning(svc: PrismService, tmp_path: Path) -> None:
+    logs = tmp_path / "claude/projects/p"
+    write_jsonl(logs / "s1.jsonl", [assistant_line(1, DAY)])
+    (logs / "gone.jsonl").symlink_to(logs / "deleted-meanwhile.jsonl")  # listed, then not there to read
+    r = await run(svc, tmp_path / "claude")
+    assert (r.agents[0].files, r.agents[0].stored) == (2, 1)
+    assert len(r.warnings) == 1 and "gone.jsonl" in r.warnings[0] and "skipped this time" in r.warnings[0]

@@ -127,37 +127,43 @@ class HistoryImporter:
         pending: list[UsageEvent] = []
         states: list[FileState] = []  # saved only after their files' events are stored
         for f in files:
-            key = os.path.abspath(f)
-            size, mtime = _signature(f, with_wal=name == "opencode")
-            old = state.get(key)
-            if old and (old.mtime_ns, old.size) == (mtime, size) and (name == "opencode" or old.read_to == size):
-                continue  # unchanged since the last import: not even opened
-            head = _head(f)
-            if name == "opencode":
-                start = old.read_to if old and old.head == head else 0
-                requests, watermark, versions = parser.read(f, start)
-                self._versions(versions, f)
-                reqs: Iterable[LoggedRequest] = requests
-                end = watermark
-            else:
-                start = old.read_to if old and old.head == head and old.read_to <= size else 0
-                positions: list[int] = [start]
-                reqs = _tracking(parser.read(f, start), positions)
-            tally.files_read += 1
-            for req in reqs:
-                if (since_day and req.ts.astimezone(UTC).date() < since_day) or (
-                        project and project_of(req.cwd) != project):
-                    continue
-                pending.append(self._event(req, tally))
-                if len(pending) >= BATCH:
-                    await self._flush(pending, [], tally)
-            if name != "opencode":
-                end = positions[0]
-            if not narrowed:
-                states.append(FileState(key, name, size, mtime, end, head))
+            try:
+                state_now = await self._file(name, f, state.get(os.path.abspath(f)), pending, tally, since_day,
+                                             project)
+            except OSError as e:  # gone or unreadable since it was listed: the next import tries it again
+                self._warn(f"read:{f}", f"could not read {f} ({e.strerror or e}); it is skipped this time")
+                continue
+            if state_now is not None and not narrowed:
+                states.append(state_now)
             if len(states) >= BATCH:
                 await self._flush(pending, states, tally)
         await self._flush(pending, states, tally)
+
+    async def _file(self, name: str, f: Path, old: FileState | None, pending: list[UsageEvent], tally: _Tally,
+                    since_day: date | None, project: str | None) -> FileState | None:
+        """Read one log from where the last import stopped; its new state, or None when it was unchanged."""
+        size, mtime = _signature(f, with_wal=name == "opencode")
+        if old and (old.mtime_ns, old.size) == (mtime, size) and (name == "opencode" or old.read_to == size):
+            return None  # unchanged since the last import: not even opened
+        head = _head(f)
+        positions: list[int] = [0]
+        if name == "opencode":
+            requests, positions[0], versions = opencode.read(f, old.read_to if old and old.head == head else 0)
+            self._versions(versions, f)
+            reqs: Iterable[LoggedRequest] = requests
+        else:
+            start = old.read_to if old and old.head == head and old.read_to <= size else 0
+            positions[0] = start
+            reqs = _tracking(_PARSERS[name].read(f, start), positions)
+        tally.files_read += 1
+        for req in reqs:
+            if (since_day and req.ts.astimezone(UTC).date() < since_day) or (
+                    project and project_of(req.cwd) != project):
+                continue
+            pending.append(self._event(req, tally))
+            if len(pending) >= BATCH:
+                await self._flush(pending, [], tally)
+        return FileState(os.path.abspath(f), name, size, mtime, positions[0], head)
 
     def _versions(self, versions: list[str], f: Path) -> None:
         other = sorted(v for v in versions if not v.startswith(opencode.SUPPORTED + "."))
