@@ -88,6 +88,7 @@ class UsageInput:
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the one-hour part of cache_write_tokens
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     status: str = "ok"
@@ -620,7 +621,7 @@ class PrismService:
             if u.quality_source not in QUALITY_SOURCES:
                 problems.append(f"quality_source must be one of {', '.join(QUALITY_SOURCES)} when quality is given")
         tokens = TokenUsage(u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens,
-                            u.reasoning_tokens)
+                            u.reasoning_tokens, u.cache_write_1h_tokens)
         problems += tokens.problems()
         ts = utcnow()
         if u.timestamp:

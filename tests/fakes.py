@@ -19,8 +19,8 @@ serves all three APIs on one port:
 
 The scenario is chosen by markers in the text of the last user message, so a test can steer it through any client,
 including a gateway that rewrites the request: ``[tool]``, ``[cached]``, ``[reasoning]``, ``[429]``, ``[500]``,
-``[529]``, ``[slow]``, ``[malformed]``, ``[cut]``, ``[long]`` (see ``_plan`` and ``_scenario_error``). Without a marker
-the reply is ``"echo: <last user text>"``.
+``[529]``, ``[slow]``, ``[malformed]``, ``[cut]``, ``[long]``, ``[cached1h]`` (see ``_plan`` and
+``_scenario_error``). Without a marker the reply is ``"echo: <last user text>"``.
 
 Usage::
 
@@ -62,6 +62,7 @@ PROVIDERS = ("openai", "anthropic", "gemini")
 # Fixed token counts so tests can assert exact usage numbers for the [cached] and [reasoning] scenarios.
 CACHED_TOKENS = 2048  # OpenAI cached_tokens, Anthropic cache_read_input_tokens, Gemini cachedContentTokenCount
 CACHE_CREATION_TOKENS = 256  # Anthropic cache_creation_input_tokens
+CACHE_CREATION_1H_TOKENS = 512  # [cached1h]: one-hour cache writes (cache_creation.ephemeral_1h_input_tokens)
 REASONING_TOKENS = 64  # OpenAI reasoning_tokens, Gemini thoughtsTokenCount, added to Anthropic output_tokens
 RETRY_AFTER_SECONDS = 7
 ECHO_LIMIT = 200  # the echoed user text is truncated to this many characters
@@ -163,6 +164,7 @@ class _Reply:
     output_tokens: int  # visible output, reasoning excluded
     cached: bool
     reasoning: bool
+    cached_1h: bool = False
 
 
 def _tokens(text: str) -> int:
@@ -236,6 +238,7 @@ def _plan(turn: _Turn) -> _Reply:
         output_tokens=out,
         cached=turn.has("[cached]"),
         reasoning=turn.has("[reasoning]"),
+        cached_1h=turn.has("[cached1h]"),
     )
 
 
@@ -571,12 +574,13 @@ def _anthropic_turn(body: dict[str, Any]) -> _Turn:
 
 def _anthropic_usage(r: _Reply, *, output_tokens: int | None = None) -> dict[str, Any]:
     creation = CACHE_CREATION_TOKENS if r.cached else 0
+    hour = CACHE_CREATION_1H_TOKENS if r.cached_1h else 0
     out = r.output_tokens + (REASONING_TOKENS if r.reasoning else 0)
     return {
         "input_tokens": r.input_tokens,  # excludes cached/cache-written tokens, as the API reports it
-        "cache_creation_input_tokens": creation,
+        "cache_creation_input_tokens": creation + hour,
         "cache_read_input_tokens": CACHED_TOKENS if r.cached else 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": creation, "ephemeral_1h_input_tokens": 0},
+        "cache_creation": {"ephemeral_5m_input_tokens": creation, "ephemeral_1h_input_tokens": hour},
         "output_tokens": out if output_tokens is None else output_tokens,
         "service_tier": "standard",
     }
@@ -636,6 +640,51 @@ def _anthropic_response(body: dict[str, Any], turn: _Turn, r: _Reply, seq: int) 
     chunks.append(event({"type": "message_delta", "delta": message_delta, "usage": {"output_tokens": out}}))
     chunks.append(event({"type": "message_stop"}))
     return _Streamed(chunks, SSE, cut_at=cut_at, headers=headers)
+
+
+# --- OpenAI Responses, minimal ------------------------------------------------------------------------------------
+# Just enough of `POST /v1/responses` for Codex CLI to finish a turn (the history import tests read what it logs):
+# one streamed text answer, `echo: <last user text>`, with usage; `[cached]` and `[reasoning]` as elsewhere. No
+# tools, no validation. A full Responses fake supersedes this; keep it separate.
+RESPONSES_INPUT_TOKENS = 1500  # uncached input, fixed so tests can assert Codex's logged token counts exactly
+RESPONSES_OUTPUT_TOKENS = 12
+
+
+def _history_minimal_responses(body: dict[str, Any], seq: int) -> _Full | _Streamed:
+    texts = [p.get("text", "") for m in body.get("input") or [] if isinstance(m, dict) and m.get("role") == "user"
+             for p in (m.get("content") if isinstance(m.get("content"), list) else []) if isinstance(p, dict)]
+    last = texts[-1] if texts else ""
+    text = f"echo: {last[:ECHO_LIMIT]}"
+    cached = CACHED_TOKENS if "[cached]" in last else 0
+    usage = {"input_tokens": RESPONSES_INPUT_TOKENS + cached,  # includes the cached tokens, as OpenAI counts
+             "input_tokens_details": {"cached_tokens": cached},
+             "output_tokens": RESPONSES_OUTPUT_TOKENS + (REASONING_TOKENS if "[reasoning]" in last else 0),
+             "output_tokens_details": {"reasoning_tokens": REASONING_TOKENS if "[reasoning]" in last else 0}}
+    usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+    rid, mid = f"resp_fake{seq:06d}", f"msg_fake{seq:06d}"
+    item = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    resp = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+            "model": body.get("model", ""), "output": [item], "usage": usage}
+    if not body.get("stream"):
+        return _json(200, resp)
+    events = [
+        {"type": "response.created", "response": {**resp, "status": "in_progress", "output": [], "usage": None}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "status": "in_progress",
+                                                                           "content": []}},
+        {"type": "response.content_part.added", "item_id": mid, "output_index": 0, "content_index": 0,
+         "part": {"type": "output_text", "text": "", "annotations": []}},
+        *({"type": "response.output_text.delta", "item_id": mid, "output_index": 0, "content_index": 0, "delta": p}
+          for p in _split(text)),
+        {"type": "response.output_text.done", "item_id": mid, "output_index": 0, "content_index": 0, "text": text},
+        {"type": "response.content_part.done", "item_id": mid, "output_index": 0, "content_index": 0,
+         "part": item["content"][0]},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": resp},
+    ]
+    chunks = [f"event: {e['type']}\n".encode() + b"data: " + _compact({**e, "sequence_number": i}) + b"\n\n"
+              for i, e in enumerate(events)]
+    return _Streamed(chunks, SSE)
 
 
 # --- Gemini -------------------------------------------------------------------------------------------------------
@@ -1194,6 +1243,8 @@ class _App:
                 return _json(200, {"object": "list", "data": models})
             if path.startswith(("/v1/files", "/v1/batches")):
                 return _openai_batch_api(fake, method, path, headers, body, raw)
+            if (method, path) == ("POST", "/v1/responses") and isinstance(body, dict):
+                return _history_minimal_responses(body, seq)
             if (method, path) != ("POST", "/v1/chat/completions"):
                 return _openai_error(404, f"Invalid URL ({method} {path})", "invalid_request_error")
             if body is None and raw:

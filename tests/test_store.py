@@ -35,16 +35,17 @@ EXPECTED_COLUMNS = {
         "cache_write_tokens", "output_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "cost_usd",
         "cost_pico", "price_snapshot_id", "batch", "status", "quality", "quality_source", "user", "team",
         "project", "source", "rule_id", "rule_version", "request_id", "api_key_id", "cache_hit", "saved_usd",
+        "cache_write_1h_tokens", "machine", "session_id", "agent", "sidechain", "agent_cost_usd",
     ],
     "usage_daily": [
         "day", "task_type", "model", "provider", "team", "project", "requests", "errors", "unpriced",
         "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
-        "cost_pico", "latency_ms_sum", "quality_sum", "quality_n",
+        "cost_pico", "latency_ms_sum", "quality_sum", "quality_n", "cache_write_1h_tokens",
     ],
     "usage_daily_user": [
         "day", "user", "team", "project", "requests", "errors", "unpriced",
         "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
-        "cost_pico", "latency_ms_sum", "quality_sum", "quality_n",
+        "cost_pico", "latency_ms_sum", "quality_sum", "quality_n", "cache_write_1h_tokens",
     ],
     "routing_rules": ["task_type", "version", "body", "author", "reason", "evidence", "created_at"],
     "audit_log": ["id", "ts", "actor", "action", "target", "details"],
@@ -71,6 +72,7 @@ EXPECTED_COLUMNS = {
     "response_cache": ["key", "task_type", "project", "model", "client_format", "body", "usage", "cost_usd",
                        "created_at", "expires_at", "hits"],
     "price_snapshots": ["id", "body"],
+    "import_files": ["machine", "path", "agent", "size", "mtime_ns", "read_to", "head", "updated_at"],
     "schema_migrations": ["name", "applied_at"],
 }
 

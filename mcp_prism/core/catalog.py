@@ -205,6 +205,7 @@ def _snapshot_from_genai(mp: gp.ModelPrice, provider: ProviderSpec, gp_provider:
         cached_input=_rate(mp.cache_read_mtok),
         cache_write=_rate(mp.cache_write_mtok),
         reasoning=_rate(mp.output_reasoning_mtok),
+        cache_write_1h=_rate(mp.cache_write_1h_mtok),
         batch_discount=provider.batch_discount,
         source=f"genai-prices:{gp_provider}",
     )
@@ -223,11 +224,11 @@ def _dec(value: Any, where: str, *, lo: Decimal = Decimal(0), hi: Decimal | None
 
 
 def _fixed_price(raw: Mapping[str, Any], where: str, provider: ProviderSpec) -> PriceSnapshot:
-    unknown = set(raw) - {"input", "output", "cached_input", "cache_write", "reasoning"}
+    unknown = set(raw) - {"input", "output", "cached_input", "cache_write", "reasoning", "cache_write_1h"}
     if unknown or "input" not in raw or "output" not in raw:
         raise ConfigError(
             f"{where}: a price needs `input` and `output` (USD per million tokens) and may have "
-            f"`cached_input`, `cache_write`, `reasoning`; got {sorted(raw)}"
+            f"`cached_input`, `cache_write`, `cache_write_1h`, `reasoning`; got {sorted(raw)}"
         )
     rates = {k: Rate(_dec(v, f"{where}.{k}")) for k, v in raw.items()}
     return PriceSnapshot(batch_discount=provider.batch_discount, source="config", **rates)

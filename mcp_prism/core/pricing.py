@@ -9,6 +9,11 @@ Conventions (the same as genai-prices, so the two can be cross-checked):
 - A price tier ("above 200k input tokens") applies to *all* tokens of the request once the
   request's total input crosses it, as providers bill it.
 - Batch: the provider's batch discount multiplies the whole bill.
+- Cache writes: `cache_write_tokens` counts every cache write; `cache_write_1h_tokens` is the part of
+  them written with a one-hour lifetime (Anthropic's `cache_creation.ephemeral_1h_input_tokens`), billed
+  at `cache_write_1h` (genai-prices' `cache_write_1h_mtok`). The rest are 5-minute writes at `cache_write`.
+  A price list without a one-hour rate bills one-hour writes at 2x the input rate, Anthropic's rule
+  (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching#pricing); only Anthropic reports them.
 
 No rounding happens here; `to_picodollars` quantises for storage sums.
 """
@@ -59,12 +64,17 @@ class TokenUsage:
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the one-hour part of cache_write_tokens
+
+    @property
+    def cache_write_5m_tokens(self) -> int:
+        return self.cache_write_tokens - self.cache_write_1h_tokens
 
     def problems(self) -> list[str]:
         """What is inconsistent about these counts, in words a caller can act on."""
         out = []
         for name in ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
-                     "reasoning_tokens"):
+                     "reasoning_tokens", "cache_write_1h_tokens"):
             if getattr(self, name) < 0:
                 out.append(f"{name} must be >= 0")
         if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
@@ -72,15 +82,23 @@ class TokenUsage:
                 "cached_input_tokens + cache_write_tokens exceed input_tokens; input_tokens must count "
                 "every prompt token, cached ones included"
             )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            out.append("cache_write_1h_tokens exceed cache_write_tokens; cache_write_tokens must count every "
+                       "cache write, one-hour ones included")
         if self.reasoning_tokens > self.output_tokens:
             out.append("reasoning_tokens exceed output_tokens; output_tokens must include reasoning tokens")
         return out
 
 
+_OPTIONAL = ("cached_input", "cache_write", "reasoning", "cache_write_1h")
+ONE_HOUR_WRITE_FACTOR = Decimal(2)  # x the input rate, where a price list has no one-hour write price
+
+
 @dataclass(frozen=True, slots=True)
 class PriceSnapshot:
     """The prices one request was billed at. Missing rates fall back as providers bill:
-    cached reads and cache writes at the input price, reasoning at the output price."""
+    cached reads and cache writes at the input price, reasoning at the output price, one-hour cache
+    writes at twice the input price (Anthropic's rule)."""
 
     input: Rate
     output: Rate
@@ -90,10 +108,11 @@ class PriceSnapshot:
     batch_discount: Decimal = Decimal(0)
     source: str = "genai-prices"
     extra: tuple[tuple[str, str], ...] = field(default=())
+    cache_write_1h: Rate | None = None
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"input": self.input.to_json(), "output": self.output.to_json()}
-        for name in ("cached_input", "cache_write", "reasoning"):
+        for name in _OPTIONAL:
             rate = getattr(self, name)
             if rate is not None:
                 data[name] = rate.to_json()
@@ -104,7 +123,7 @@ class PriceSnapshot:
     @classmethod
     def from_json(cls, text: str) -> PriceSnapshot:
         data = json.loads(text)
-        opt = {k: Rate.from_json(data[k]) for k in ("cached_input", "cache_write", "reasoning") if k in data}
+        opt = {k: Rate.from_json(data[k]) for k in _OPTIONAL if k in data}
         return cls(
             input=Rate.from_json(data["input"]),
             output=Rate.from_json(data["output"]),
@@ -122,6 +141,7 @@ class PriceSnapshot:
             cached_input=self.cached_input.scaled(factor) if self.cached_input else None,
             cache_write=self.cache_write.scaled(factor) if self.cache_write else None,
             reasoning=self.reasoning.scaled(factor) if self.reasoning else None,
+            cache_write_1h=self.cache_write_1h.scaled(factor) if self.cache_write_1h else None,
             batch_discount=self.batch_discount,
             source=source,
         )
@@ -136,8 +156,11 @@ def compute_cost(usage: TokenUsage, prices: PriceSnapshot, *, batch: bool = Fals
     total = (
         plain_in * prices.input.at(n_in)
         + usage.cached_input_tokens * cached_rate.at(n_in)
-        + usage.cache_write_tokens * write_rate.at(n_in)
+        + usage.cache_write_5m_tokens * write_rate.at(n_in)
     )
+    if usage.cache_write_1h_tokens:
+        hour_rate = prices.cache_write_1h or prices.input.scaled(ONE_HOUR_WRITE_FACTOR)
+        total += usage.cache_write_1h_tokens * hour_rate.at(n_in)
     if prices.reasoning is not None:
         total += (usage.output_tokens - usage.reasoning_tokens) * prices.output.at(n_in)
         total += usage.reasoning_tokens * prices.reasoning.at(n_in)

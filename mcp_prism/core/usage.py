@@ -67,3 +67,9 @@ class UsageEvent:
     api_key_id: str | None = None  # the virtual key's public id (never the secret)
     cache_hit: bool = False  # answered from the response cache: cost 0, `saved_usd` what the answer cost
     saved_usd: Decimal | None = None
+    # imported history (`mcp-prism import-history`): where the request was logged
+    machine: str | None = None
+    session_id: str | None = None
+    agent: str | None = None  # claude-code | opencode | codex
+    sidechain: bool = False  # a subagent's request
+    agent_cost_usd: Decimal | None = None  # the cost the agent logged itself, kept beside ours

@@ -932,7 +932,7 @@ def _partial_usage(seen: Usage, r: _Request) -> Usage:
     return Usage(input_tokens=seen.input_tokens or r.body_bytes // 4,
                  output_tokens=seen.output_tokens or max(r.stream_events - 1, 0),
                  cached_input_tokens=seen.cached_input_tokens, cache_write_tokens=seen.cache_write_tokens,
-                 reasoning_tokens=seen.reasoning_tokens)
+                 reasoning_tokens=seen.reasoning_tokens, cache_write_1h_tokens=seen.cache_write_1h_tokens)
 
 
 def _may_carry_usage(data: str) -> bool:
@@ -960,7 +960,8 @@ class _PassthroughUsage:
                     return False
                 u = (obj.get("message") or {}).get("usage") if event == "message_start" else obj.get("usage")
                 if isinstance(u, dict):
-                    self._anthropic.update({k: v for k, v in u.items() if isinstance(v, int)})
+                    # ints, and the `cache_creation` split of cache writes by lifetime
+                    self._anthropic.update({k: v for k, v in u.items() if isinstance(v, (int, dict))})
                     self.usage = anthropic_format.usage_of({"usage": self._anthropic})
             return False
         if not _may_carry_usage(data):

@@ -69,7 +69,8 @@ DEFAULT_TTL_SECONDS = 3600
 MAX_TTL_SECONDS = 365 * 24 * 3600
 DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
 MIN_SEMANTIC_THRESHOLD = 0.95  # below this, similar-but-different requests get each other's answers
-_USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+_USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+                 "cache_write_1h_tokens")
 Clock = Callable[[], datetime]
 
 

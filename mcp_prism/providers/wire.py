@@ -105,10 +105,11 @@ class Usage:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the one-hour part of cache_write_tokens (Anthropic)
 
     def tokens(self) -> TokenUsage:
         return TokenUsage(self.input_tokens, self.cached_input_tokens, self.cache_write_tokens,
-                          self.output_tokens, self.reasoning_tokens)
+                          self.output_tokens, self.reasoning_tokens, self.cache_write_1h_tokens)
 
 
 @dataclass(slots=True)

@@ -290,4 +290,31 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX batch_requests_status ON batch_requests (status, provider);
         """,
     ),
+    (
+        "0006_history_import",
+        """
+        -- One-hour cache writes, the part of cache_write_tokens billed at the one-hour rate.
+        ALTER TABLE usage_events ADD COLUMN cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE usage_daily ADD COLUMN cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE usage_daily_user ADD COLUMN cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0;
+        -- Imported history: where each request came from.
+        ALTER TABLE usage_events ADD COLUMN machine TEXT;       -- host the log was read on
+        ALTER TABLE usage_events ADD COLUMN session_id TEXT;    -- the agent's session
+        ALTER TABLE usage_events ADD COLUMN agent TEXT;         -- claude-code | opencode | codex
+        ALTER TABLE usage_events ADD COLUMN sidechain INTEGER NOT NULL DEFAULT 0;  -- a subagent's turn
+        ALTER TABLE usage_events ADD COLUMN agent_cost_usd TEXT;  -- the cost the agent itself logged
+        -- How far each log has been read, so a re-import reads only what is new.
+        CREATE TABLE import_files (
+            machine TEXT NOT NULL,
+            path TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            read_to INTEGER NOT NULL,           -- bytes of a JSONL log read; a watermark for a database
+            head TEXT NOT NULL,                 -- digest of the first bytes: a replaced file starts over
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (machine, path)
+        );
+        """,
+    ),
 ]

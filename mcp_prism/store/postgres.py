@@ -444,11 +444,13 @@ class PgStore(StoreReads):
                     None if e.cost_usd is None else str(e.cost_usd), pico, sid, int(e.batch), e.status,
                     e.quality, e.quality_source, e.user, e.team, e.project, e.source, e.rule_id,
                     e.rule_version, e.request_id, e.api_key_id, int(e.cache_hit),
-                    None if e.saved_usd is None else str(e.saved_usd),
+                    None if e.saved_usd is None else str(e.saved_usd), t.cache_write_1h_tokens, e.machine,
+                    e.session_id, e.agent, int(e.sidechain),
+                    None if e.agent_cost_usd is None else str(e.agent_cost_usd),
                 ))
                 values = (1, int(e.status != "ok"), int(pico is None), t.input_tokens, t.cached_input_tokens,
                           t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, pico or 0, e.latency_ms,
-                          e.quality or 0.0, int(e.quality is not None))
+                          e.quality or 0.0, int(e.quality is not None), t.cache_write_1h_tokens)
                 team, project = e.team or "", e.project or ""
                 for table, key in (("usage_daily", (ts[:10], e.task_type, e.model, e.provider, team, project)),
                                    ("usage_daily_user", (ts[:10], e.user or "", team, project))):
@@ -470,9 +472,10 @@ class PgStore(StoreReads):
             return fresh
 
         def raced(err: BaseException) -> bool:
-            # another writer stored one of our request_ids after we looked: run again, it is skipped then
+            # another writer stored one of our request_ids after we looked: run again, it is skipped then (imported
+            # history derives the event id from the request id, so the same race can hit the primary key first)
             return isinstance(err, asyncpg.UniqueViolationError) and (
-                getattr(err, "constraint_name", "") == "usage_events_request_id_key")
+                getattr(err, "constraint_name", "") in ("usage_events_request_id_key", "usage_events_pkey"))
 
         result = await self.transaction(work, retry=raced)
         self._snapshot_ids.update(new_ids)  # committed now: safe to share

@@ -14,7 +14,8 @@ from mcp_prism.errors import InvalidInput
 GROUP_COLUMNS = ("task_type", "model", "provider", "team", "user", "project", "day")
 
 ROLLUP_SUMS = ("requests", "errors", "unpriced", "input_tokens", "cached_input_tokens", "cache_write_tokens",
-               "output_tokens", "reasoning_tokens", "cost_pico", "latency_ms_sum", "quality_sum", "quality_n")
+               "output_tokens", "reasoning_tokens", "cost_pico", "latency_ms_sum", "quality_sum", "quality_n",
+               "cache_write_1h_tokens")
 # The same sums computed from raw events, for groupings no rollup holds (CASE: PostgreSQL has no SUM(bool)).
 RAW_SUMS = {
     "requests": "COUNT(*)", "errors": "SUM(CASE WHEN status != 'ok' THEN 1 ELSE 0 END)",
@@ -23,6 +24,7 @@ RAW_SUMS = {
     "cache_write_tokens": "SUM(cache_write_tokens)", "output_tokens": "SUM(output_tokens)",
     "reasoning_tokens": "SUM(reasoning_tokens)", "cost_pico": "SUM(cost_pico)",
     "latency_ms_sum": "SUM(latency_ms)", "quality_sum": "SUM(quality)", "quality_n": "COUNT(quality)",
+    "cache_write_1h_tokens": "SUM(cache_write_1h_tokens)",
 }
 ROLLUPS: dict[str, tuple[str, ...]] = {
     "usage_daily": ("day", "task_type", "model", "provider", "team", "project"),

@@ -486,15 +486,20 @@ def _usage(raw: Mapping[str, Any]) -> Usage:
     read = raw.get("cache_read_input_tokens") or 0
     write = raw.get("cache_creation_input_tokens") or 0
     details = raw.get("output_tokens_details") or {}
+    ttl = raw.get("cache_creation")  # {ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}: the split of `write`
+    hour = (ttl.get("ephemeral_1h_input_tokens") or 0) if isinstance(ttl, dict) else 0
     return Usage(input_tokens=(raw.get("input_tokens") or 0) + read + write,
                  output_tokens=raw.get("output_tokens") or 0, cached_input_tokens=read, cache_write_tokens=write,
-                 reasoning_tokens=details.get("thinking_tokens") or 0)
+                 reasoning_tokens=details.get("thinking_tokens") or 0, cache_write_1h_tokens=min(hour, write))
 
 
 def _usage_out(u: Usage) -> dict[str, Any]:
     out: dict[str, Any] = {"input_tokens": u.input_tokens - u.cached_input_tokens - u.cache_write_tokens,
                            "cache_creation_input_tokens": u.cache_write_tokens,
                            "cache_read_input_tokens": u.cached_input_tokens, "output_tokens": u.output_tokens}
+    if u.cache_write_1h_tokens:
+        out["cache_creation"] = {"ephemeral_5m_input_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
+                                 "ephemeral_1h_input_tokens": u.cache_write_1h_tokens}
     if u.reasoning_tokens:
         out["output_tokens_details"] = {"thinking_tokens": u.reasoning_tokens}
     return out
