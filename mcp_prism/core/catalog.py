@@ -31,6 +31,7 @@ class ProviderSpec:
     local: bool = False
     base_url: str = ""  # API root the provider client posts to (config may point it at a proxy or a fake)
     api_key_env: str | None = None  # environment variable holding the key; None = the provider needs none
+    responses_api: bool = False  # also serves OpenAI's Responses API (`/responses`) beside its own format
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class ModelSpec:
     prices_ref: str | None = None  # genai-prices model id; None when the price is configured
     fixed_price: PriceSnapshot | None = None
     discount: Decimal = Decimal(0)  # negotiated fraction off list price
+    api: str = "chat"  # "responses": the model accepts only OpenAI's Responses API (codex family)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,7 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
             local=bool(p.get("local", False)),
             base_url=str(p.get("base_url", "")).rstrip("/"),
             api_key_env=str(p["api_key_env"]) if p.get("api_key_env") else None,
+            responses_api=bool(p.get("responses_api", False)),
         )
         for name, p in providers_raw.items()
     }
@@ -217,6 +220,13 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
         if not isinstance(window, int) or window <= 0:
             raise ConfigError(f"{where}.context_window must be a positive integer")
         discount = _dec(m.get("discount", "0"), f"{where}.discount", hi=Decimal(1))
+        api = str(m.get("api", "chat"))
+        if api not in ("chat", "responses"):
+            raise ConfigError(f'{where}.api must be "chat" or "responses" (a model that accepts only OpenAI\'s '
+                              f"Responses API), not {api!r}")
+        if api == "responses" and provider.format != "openai":
+            raise ConfigError(f'{where}.api = "responses" needs an OpenAI-format provider, not {provider_name} '
+                              f"({provider.format})")
         fixed = _fixed_price(m["price"], f"{where}.price", provider) if "price" in m else None
         if fixed is not None and discount:
             fixed = fixed.with_discount(discount, f"config -{discount * 100}% negotiated")
@@ -236,6 +246,7 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
             prices_ref=ref,
             fixed_price=fixed,
             discount=discount,
+            api=api,
         )
 
     catalog = Catalog(providers=providers, models=models, aliases=aliases, _gp_models=gp_models)

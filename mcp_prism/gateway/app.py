@@ -44,8 +44,9 @@ from mcp_prism.loop.batch import BatchService, run_batch_loop
 from mcp_prism.providers.client import ProviderClient
 from mcp_prism.providers.formats import anthropic as anthropic_format
 from mcp_prism.providers.formats import openai as openai_format
+from mcp_prism.providers.formats import responses as responses_format
 from mcp_prism.providers.prompt_cache import mark_cache_control
-from mcp_prism.providers.registry import FORMATS
+from mcp_prism.providers.registry import FORMATS, upstream_format
 from mcp_prism.providers.resilience import (
     CIRCUIT_STATE_VALUE,
     Attempt,
@@ -81,6 +82,8 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
 FORWARDED_ANTHROPIC_HEADERS = (b"anthropic-version", b"anthropic-beta")
+# SSE event names that end a stream passed through untouched (OpenAI chat streams end with `data: [DONE]`)
+_END_EVENTS = frozenset({"message_stop", *responses_format.TERMINAL_EVENTS})
 
 
 def _status_of(err: WireError) -> str:
@@ -158,6 +161,8 @@ class Gateway:
             ("POST", "/v1/chat/completions"): self._openai_chat,
             ("POST", "/chat/completions"): self._openai_chat,
             ("POST", "/v1/messages"): self._anthropic_messages,
+            ("POST", "/v1/responses"): self._openai_responses,
+            ("POST", "/responses"): self._openai_responses,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
             ("GET", "/healthz"): self._health,
@@ -233,7 +238,7 @@ class Gateway:
                                                       "type": "invalid_request_error"}})
                 else:
                     await _json(send, 404, {"error": {"message": f"no endpoint {scope['path']}: use "
-                                                      "/v1/chat/completions, /v1/messages or /v1/models",
+                                                      "/v1/chat/completions, /v1/responses, /v1/messages or /v1/models",
                                                       "type": "not_found_error"}})
                 return
             try:
@@ -318,6 +323,14 @@ class Gateway:
     async def _anthropic_messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._chat(scope, receive, send, anthropic_format, "anthropic")
 
+    async def _openai_responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._chat(scope, receive, send, responses_format, "responses")
+
+    def _upstream(self, m: ModelSpec, client: str) -> tuple[str, ModuleType]:
+        """(format name, module) `m` is called with for a client speaking `client` (see `upstream_format`)."""
+        name = upstream_format(self.service.catalog, m, client)  # type: ignore[union-attr]
+        return name, FORMATS[name]
+
     async def _chat(self, scope: Scope, receive: Receive, send: Send, fmt: ModuleType, fmt_name: str) -> None:
         self.metrics.in_flight.inc()
         try:
@@ -353,11 +366,11 @@ class Gateway:
         except (ValueError, UnicodeDecodeError) as e:
             await self._error(send, r, WireError(400, "invalid_request", f"the request body is not valid JSON: {e}"))
             return
-        problem = _shape_problem(data)
+        problem = _shape_problem(data, "input" if fmt is responses_format else "messages")
         if problem:
             await self._error(send, r, WireError(400, "invalid_request", problem))
             return
-        text = person_text(data["messages"], limit=CLASSIFY_CHARS)
+        text = person_text(data["input" if fmt is responses_format else "messages"], limit=CLASSIFY_CHARS)
         try:
             d = await self.service.route_request(data["model"], text, task_hint=r.header(b"x-prism-task"),
                                                  context_tokens=len(body) // 4, classify_named=False)
@@ -400,6 +413,12 @@ class Gateway:
         assert self.batches is not None and self.service is not None
         header = r.header(b"x-prism-batch")
         if not header and not self.batches.task_types:
+            return False
+        if r.fmt is responses_format:  # the batch queue keeps Chat Completions and Messages requests only
+            if BatchService.header_asks(header):
+                await self._error(send, r, WireError(400, "invalid_request", "X-Prism-Batch is not supported on "
+                                                     "/v1/responses: send the request to /v1/chat/completions"))
+                return True
             return False
         task = d.task_type or self.service.classifier.classify(text).task_type
         if not self.batches.wants_batch(task, header):
@@ -489,7 +508,6 @@ class Gateway:
         fmt = r.fmt
         if self._capture_any if not d.task_type else self.service.task_types[d.task_type].capture_samples:
             r.prompt, r.response_text = r.text, []
-        cat = self.service.catalog
         stream = data.get("stream") is True
         targets = ordered_targets(d.model, d.fallbacks, name=lambda m: m.name)
         # Decided once from the client's own body (each target's copy may ask the provider for usage).
@@ -498,7 +516,7 @@ class Gateway:
         extra = {k.decode(): v.decode("latin-1") for k in FORWARDED_ANTHROPIC_HEADERS
                  if (v := r.headers.get(k)) is not None} if fmt is anthropic_format else None
         try:  # a malformed request is the client's error: found once here, not once per target
-            neutral = fmt.parse_request(data) if any(FORMATS[cat.providers[m.provider].format] is not fmt
+            neutral = fmt.parse_request(data) if any(self._upstream(m, r.fmt_name)[1] is not fmt
                                                      for m in targets) else None
         except WireError as e:
             await self._error(send, r, e)
@@ -507,7 +525,7 @@ class Gateway:
         prompt_cache = d.rule_id is not None and (await self.service.rules())[d.task_type].rule.prompt_cache
 
         def build(m: ModelSpec) -> httpx.Request:
-            pfmt = FORMATS[cat.providers[m.provider].format]
+            pname, pfmt = self._upstream(m, r.fmt_name)
             if pfmt is fmt:
                 body = {**data, "model": m.name}
                 if prompt_cache and pfmt is anthropic_format:
@@ -518,7 +536,7 @@ class Gateway:
                     body["stream_options"] = {**opts, "include_usage": True}  # we need usage to record it
                 out = json.dumps(body, separators=(",", ":")).encode()
                 return self.providers.request(m.provider, m.name, out, stream=stream,  # type: ignore[union-attr]
-                                              extra_headers=extra)
+                                              extra_headers=extra, fmt=pname)
             assert neutral is not None
             # non-reasoning models reject the parameter
             req = neutral if "reasoning" in m.capabilities else replace(neutral, reasoning_effort=None)
@@ -527,7 +545,7 @@ class Gateway:
             if prompt_cache and pfmt is anthropic_format:
                 built = mark_cache_control(built)
             out = json.dumps(built, separators=(",", ":")).encode()
-            return self.providers.request(m.provider, m.name, out, stream=stream)  # type: ignore[union-attr]
+            return self.providers.request(m.provider, m.name, out, stream=stream, fmt=pname)  # type: ignore[union-attr]
 
         t_up = time.perf_counter()
         try:
@@ -540,7 +558,7 @@ class Gateway:
         resp = got.response
         if got.target is not d.model:  # a fallback answered: headers, record and cost name the model that did
             r.decision = d = replace(d, model=got.target, reason=f"{d.reason}; fell back to {got.target.name}")
-        pfmt = FORMATS[cat.providers[got.target.provider].format]
+        pfmt = self._upstream(got.target, r.fmt_name)[1]
         usage_wanted = client_usage[got.target.name]
         try:
             if resp.status_code >= 400:
@@ -653,7 +671,7 @@ class Gateway:
                             capture.feed(event, data)
                         if not (tracker.feed(event, data) and not client_usage):
                             kept.append((event, data))
-                        if data == "[DONE]" or event == "message_stop":
+                        if data == "[DONE]" or event in _END_EVENTS:
                             ended = True
                     if len(kept) < len(events):  # re-emit without the dropped chunk
                         chunk = b"".join(encode_sse(data, event) for event, data in kept)
@@ -681,7 +699,7 @@ class Gateway:
                 assert tracker is not None
                 for event, data in rest:
                     tracker.feed(event, data)
-                    ended = ended or data == "[DONE]" or event == "message_stop"
+                    ended = ended or data == "[DONE]" or event in _END_EVENTS
                 if rest:
                     await send({"type": "http.response.body", "body": b"".join(encode_sse(d, e) for e, d in rest),
                                 "more_body": True})
@@ -750,8 +768,8 @@ class Gateway:
         self.recorder.record(Outcome(
             id=r.id, ts=r.ts, task_type=d.task_type, model=d.model.name, provider=d.model.provider, tokens=tokens,
             status=status, latency_ms=latency, upstream_ms=r.upstream_s * 1000,
-            route="passthrough" if FORMATS[self.service.catalog.providers[d.model.provider].format] is r.fmt  # type: ignore[union-attr]
-            else "translated", ttft_ms=ttft, error_type=error_type, rule_id=d.rule_id, rule_version=d.rule_version,
+            route="passthrough" if self._upstream(d.model, r.fmt_name)[1] is r.fmt else "translated",
+            ttft_ms=ttft, error_type=error_type, rule_id=d.rule_id, rule_version=d.rule_version,
             user=r.user, team=r.team, project=r.project,
             prompt=r.prompt, text=r.text if not d.task_type else None,
             response="".join(r.response_text) if r.response_text is not None else None, api_key_id=r.key_id,
@@ -810,6 +828,11 @@ class _PassthroughUsage:
 
     def feed(self, event: str | None, data: str) -> bool:
         """Take usage from this event; True when it is an OpenAI usage-only chunk."""
+        if self.fmt is responses_format:  # usage rides on the terminal event's response object
+            if event in responses_format.TERMINAL_EVENTS:
+                with contextlib.suppress(ValueError, AttributeError):
+                    self.usage = responses_format.usage_of(json.loads(data).get("response") or {})
+            return False
         if self.fmt is anthropic_format:
             if event == "message_start" or event == "message_delta":
                 try:
@@ -839,7 +862,10 @@ class _PassthroughUsage:
                 obj = json.loads(data)
             except ValueError:
                 continue
-            if self.fmt is anthropic_format:
+            if self.fmt is responses_format:
+                if event == "response.output_text.delta" and isinstance(obj.get("delta"), str):
+                    out.append(obj["delta"])
+            elif self.fmt is anthropic_format:
                 delta = obj.get("delta") if event == "content_block_delta" else None
                 if isinstance(delta, dict) and isinstance(delta.get("text"), str):
                     out.append(delta["text"])
@@ -897,16 +923,19 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(parts)
 
 
-def _shape_problem(data: Any) -> str | None:
+def _shape_problem(data: Any, conversation: str = "messages") -> str | None:
     if not isinstance(data, dict):
         return "the request body must be a JSON object"
     model = data.get("model")
     if not isinstance(model, str) or not model.strip():
         return ("`model` is required: a model name, an alias, `auto` (route by the task), or "
                 f"`{TASK_PREFIX}<task_type>`")
-    messages = data.get("messages")
+    messages = data.get(conversation)
+    if conversation == "input" and isinstance(messages, str) and messages:
+        return None
     if not isinstance(messages, list) or not messages:
-        return "`messages` must be a non-empty list of messages"
+        return (f"`{conversation}` must be a non-empty list of messages" if conversation == "messages" else
+                "`input` must be a string or a non-empty list of input items")
     return None
 
 
