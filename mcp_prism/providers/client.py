@@ -4,6 +4,10 @@ The gateway and the experiment runner post already-encoded bodies through `Provi
 and read the answer as a stream (non-streaming answers are just short streams). Keys are read
 from the environment variable the catalog names and live only in request headers: never logged,
 never echoed (an upstream error body is passed on, but our request headers never are).
+
+OpenAI models are called with Chat Completions, or with the Responses API (`/responses`) when the caller
+says the body is in that format (`fmt="responses"`: codex models, Responses clients passed through).
+HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY from the environment are honoured per origin, as curl does.
 """
 
 from __future__ import annotations
