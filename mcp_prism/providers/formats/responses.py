@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp_prism.providers.formats import bad_request, dumps, is_int, new_id, now, type_name
-from mcp_prism.providers.formats.openai import _error_of, parse_error, render_error
+from mcp_prism.providers.formats.openai import _error_of, _image_from_url, parse_error, render_error
 from mcp_prism.providers.wire import (
     BlockStop,
     ChatRequest,
@@ -204,20 +204,11 @@ def _content_in(content: Any, where: str, role: str) -> list[Part]:
             if not isinstance(url, str) or not url:
                 bad_request(f"{where}.content[{j}]: only input_image parts with an image_url (https: or data:) can "
                             "be translated, not file_id")
-            out.append(_image_in(url, f"{where}.content[{j}]"))
+            out.append(_image_from_url(url, f"{where}.content[{j}]"))
         else:
             bad_request(f'{where}.content[{j}] must be an input_text, output_text or input_image part in a {role} '
                         f"message, got type {kind!r}")
     return out
-
-
-def _image_in(url: str, where: str) -> Image:
-    if not url.startswith("data:"):
-        return Image(url=url)
-    head, comma, data = url[5:].partition(",")
-    if not comma or not head.endswith(";base64"):
-        bad_request(f'{where}: a data: image URL must be base64, like "data:image/png;base64,iVBOR..."')
-    return Image(media_type=head[:-7] or None, data=data)
 
 
 def _tools(raw: Any) -> list[Tool]:
