@@ -18,6 +18,7 @@ from fakes import CACHED_TOKENS, REASONING_TOKENS, THINKING_SIGNATURE, THINKING_
 from openai.types.responses import Response, ResponseStreamEvent
 from test_gateway import KEYS, RunningGateway
 
+from mcp_prism.config import shipped_catalog_data
 from mcp_prism.core.catalog import build_catalog
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.errors import ConfigError
@@ -195,6 +196,9 @@ def test_stream_error_is_an_error_event_then_response_failed() -> None:
 def test_catalog_marks_codex_models_responses_only(catalog: Any) -> None:
     assert catalog.resolve("gpt-5.1-codex-mini").api == "responses" and catalog.resolve("gpt-5").api == "chat"
     assert catalog.providers["openai"].responses_api and not catalog.providers["anthropic"].responses_api
+    later = build_catalog(shipped_catalog_data(), {"models": {"gpt-9-codex": {
+        "provider": "openai", "tier": "simple", "context_window": 1}}})
+    assert later.resolve("gpt-9-codex").api == "responses"  # OpenAI's codex models, unless the catalog says
     with pytest.raises(ConfigError, match="api must be"):
         build_catalog({"providers": {"p": {"format": "openai"}}, "models": {"m": {
             "provider": "p", "tier": "simple", "context_window": 1, "api": "completions"}}})

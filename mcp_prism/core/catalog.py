@@ -113,6 +113,11 @@ class Catalog:
         return Cost(compute_cost(usage, prices, batch=batch), prices)
 
 
+def default_api(provider: str, model: str) -> str:
+    """The API a model takes when the catalog does not say: OpenAI's codex models take only the Responses API."""
+    return "responses" if provider == "openai" and "codex" in model else "chat"
+
+
 def _rate(value: Decimal | gp.TieredPrices | None) -> Rate | None:
     if value is None:
         return None
@@ -220,7 +225,7 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
         if not isinstance(window, int) or window <= 0:
             raise ConfigError(f"{where}.context_window must be a positive integer")
         discount = _dec(m.get("discount", "0"), f"{where}.discount", hi=Decimal(1))
-        api = str(m.get("api", "chat"))
+        api = str(m.get("api", default_api(provider_name, name)))
         if api not in ("chat", "responses"):
             raise ConfigError(f'{where}.api must be "chat" or "responses" (a model that accepts only OpenAI\'s '
                               f"Responses API), not {api!r}")
