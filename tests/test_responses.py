@@ -311,3 +311,19 @@ def test_anthropic_client_thinking_from_a_responses_model_is_dropped_going_back(
         {"role": "user", "content": "again"}])
     assert not any(i.get("type") == "reasoning" for i in fake.calls[-1].body["input"])
 
+
+
+def test_a_client_hanging_up_right_after_the_last_event_got_a_whole_answer(gw: RunningGateway) -> None:
+    """Codex closes the connection as soon as `response.completed` arrives, possibly before the gateway has read
+    the provider's end of body (`[long]`: the fake pauses after every event, the last included): that is a whole
+    answer, recorded as ok with its usage, not a cancellation."""
+    import httpx
+    for _ in range(3):
+        with httpx.Client(timeout=10) as http, http.stream("POST", f"{gw.url}/v1/responses", json={
+                "model": "gpt-5-nano", "input": "[long] [reasoning] hang up early", "stream": True}) as resp:
+            rid = resp.headers["x-prism-request-id"]
+            for line in resp.iter_lines():
+                if line == "event: response.completed":
+                    break
+        ev = gw.event(rid)
+        assert ev["status"] == "ok" and ev["reasoning_tokens"] == REASONING_TOKENS and ev["output_tokens"] > 0

@@ -139,7 +139,7 @@ def test_codex_exec_through_the_gateway_is_recorded(stack: Stack, model: str, up
     """`auto` routes the test-writing task by its rule (to Claude: translated both ways, tools included); a named
     OpenAI model passes through to /v1/responses. `[tool]` makes the model call Codex's first tool, so the
     run has a tool round trip (two requests)."""
-    run = _codex(stack, model, f"[tool] {PROMPT}")
+    run = _codex(stack, model, f"[tool] [reasoning] {PROMPT}")
     events = stack.stop()
     assert run.returncode == 0, f"codex failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     assert "tool said:" in run.stdout + run.stderr

@@ -629,8 +629,10 @@ class Gateway:
                 r.upstream_s = time.perf_counter() - t_up
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
-                usage = _partial_usage(state.usage(), r)
-                self._record(r, usage, "cancelled", error_type="client_disconnected")
+                if state.ended:  # the client hung up after the answer's last event (Codex does): a whole answer
+                    self._record(r, state.usage(), "ok")
+                else:
+                    self._record(r, _partial_usage(state.usage(), r), "cancelled", error_type="client_disconnected")
             watch.cancel()
         if pump.done() and not pump.cancelled():
             usage, status, err = pump.result()
@@ -672,7 +674,7 @@ class Gateway:
                         if not (tracker.feed(event, data) and not client_usage):
                             kept.append((event, data))
                         if data == "[DONE]" or event in _END_EVENTS:
-                            ended = True
+                            ended = state.ended = True
                     if len(kept) < len(events):  # re-emit without the dropped chunk
                         chunk = b"".join(encode_sse(data, event) for event, data in kept)
                     if r.response_text is not None:
@@ -687,7 +689,7 @@ class Gateway:
                             capture.feed_events(decoded)
                         for ev in decoded:
                             if isinstance(ev, StreamEnd):
-                                ended = True
+                                ended = state.ended = True
                             if r.response_text is not None and isinstance(ev, TextDelta):
                                 r.response_text.append(ev.text)
                             parts.append(encoder.encode(ev))
@@ -699,7 +701,7 @@ class Gateway:
                 assert tracker is not None
                 for event, data in rest:
                     tracker.feed(event, data)
-                    ended = ended or data == "[DONE]" or event in _END_EVENTS
+                    ended = state.ended = ended or data == "[DONE]" or event in _END_EVENTS
                 if rest:
                     await send({"type": "http.response.body", "body": b"".join(encode_sse(d, e) for e, d in rest),
                                 "more_body": True})
@@ -708,7 +710,7 @@ class Gateway:
                 tail = []
                 for event, data in rest:
                     for ev in decoder.feed(event, data):
-                        ended = ended or isinstance(ev, StreamEnd)
+                        ended = state.ended = ended or isinstance(ev, StreamEnd)
                         tail.append(encoder.encode(ev))
                 if tail:
                     await send({"type": "http.response.body", "body": b"".join(tail), "more_body": True})
@@ -791,6 +793,7 @@ class _PumpState:
 
     decoder: Any
     tracker: _PassthroughUsage | None
+    ended: bool = False  # the provider's stream reached its last event
 
     def usage(self) -> Usage:
         if self.tracker is not None:
