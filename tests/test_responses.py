@@ -6,17 +6,19 @@ the gateway must call with the Responses API."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pydantic
 import pytest
 from fakes import CACHED_TOKENS, REASONING_TOKENS, THINKING_SIGNATURE, THINKING_TEXT, FakeProviders, run_fake_providers
 from openai.types.responses import Response, ResponseStreamEvent
-from test_gateway import KEYS, RunningGateway
+from test_gateway import KEYS, RunningGateway, _Reopened
 
 from mcp_prism.config import shipped_catalog_data
 from mcp_prism.core.catalog import build_catalog
@@ -317,7 +319,6 @@ def test_a_client_hanging_up_right_after_the_last_event_got_a_whole_answer(gw: R
     """Codex closes the connection as soon as `response.completed` arrives, possibly before the gateway has read
     the provider's end of body (`[long]`: the fake pauses after every event, the last included): that is a whole
     answer, recorded as ok with its usage, not a cancellation."""
-    import httpx
     for _ in range(3):
         with httpx.Client(timeout=10) as http, http.stream("POST", f"{gw.url}/v1/responses", json={
                 "model": "gpt-5-nano", "input": "[long] [reasoning] hang up early", "stream": True}) as resp:
@@ -327,3 +328,31 @@ def test_a_client_hanging_up_right_after_the_last_event_got_a_whole_answer(gw: R
                     break
         ev = gw.event(rid)
         assert ev["status"] == "ok" and ev["reasoning_tokens"] == REASONING_TOKENS and ev["output_tokens"] > 0
+
+
+def test_captured_samples_and_the_response_cache_work_for_responses_clients(fake: FakeProviders,
+                                                                              tmp_path: Any) -> None:
+    home = tmp_path / "home"
+    RunningGateway(home, fake)  # writes the base config (ticket_classification captures samples); add the cache
+    with (home / "config.toml").open("a") as f:
+        f.write('[cache]\ntask_types = ["ticket_classification"]\nttl_seconds = 600\n')
+    with _Reopened(home, fake) as g:
+        client = g.openai()
+        for model in ("prism/ticket_classification", "gpt-5-nano"):  # gemini (translated), openai (passed through)
+            ask = {"model": model, "input": f"route ticket 7 to billing ({model})"}
+            with client.responses.with_streaming_response.create(**ask, stream=True) as raw:
+                streamed = [e for e in raw.parse()]
+                miss = raw.headers["x-prism-request-id"]
+            calls = len(fake.calls)
+            again = client.responses.with_raw_response.create(**ask)
+            replay = list(client.responses.create(**ask, stream=True))
+            ev = g.event(miss)
+            text = f"echo: route ticket 7 to billing ({model})"
+            assert streamed[-1].response.output_text == text and ev["task_type"] == "ticket_classification"
+            with sqlite3.connect(g.settings.db_path) as db:
+                sample = db.execute("SELECT prompt, response FROM samples WHERE event_id = ?", (miss,)).fetchone()
+            assert sample == (f"route ticket 7 to billing ({model})", text)
+            if model.startswith("prism/"):  # cached by task type: the repeats never reached the provider
+                assert len(fake.calls) == calls and again.headers["x-prism-cache"] == "hit"
+                assert Response.model_validate_json(again.content).output_text == text
+                assert replay[-1].type == "response.completed" and replay[-1].response.output_text == text
