@@ -25,6 +25,8 @@ from fakes import (
     FakeProviders,
     _anthropic_turn,
     _anthropic_usage,
+    _gemini_turn,
+    _gemini_usage,
     _plan,
     _responses_turn,
     _responses_usage,
@@ -92,6 +94,11 @@ def _expected_cost(event: dict[str, Any], call: Any, home: Path) -> tuple[TokenU
         u = _responses_usage(_plan(_responses_turn(call.body)))
         tokens = TokenUsage(u["input_tokens"], u["input_tokens_details"]["cached_tokens"], 0, u["output_tokens"],
                             u["output_tokens_details"]["reasoning_tokens"])
+    elif call.provider == "gemini":
+        u = _gemini_usage(_plan(_gemini_turn(call.path.split("/models/")[1].split(":")[0], call.body)))
+        thoughts = u.get("thoughtsTokenCount", 0)
+        tokens = TokenUsage(u["promptTokenCount"], u.get("cachedContentTokenCount", 0), 0,
+                            u["candidatesTokenCount"] + thoughts, thoughts)
     else:
         assert call.path == "/v1/messages", call.path
         u = _anthropic_usage(_plan(_anthropic_turn(call.body)))
@@ -134,17 +141,19 @@ def _codex(stack: Stack, model: str, prompt: str) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize(("model", "upstream"), [("gpt-5-nano", "gpt-5-nano"), ("auto", "claude-haiku-4-5")])
+@pytest.mark.parametrize(("model", "upstream"), [("gpt-5-nano", "gpt-5-nano"), ("auto", "claude-haiku-4-5"),
+                                               ("gemini-2.5-flash", "gemini-2.5-flash")])
 def test_codex_exec_through_the_gateway_is_recorded(stack: Stack, model: str, upstream: str) -> None:
-    """`auto` routes the test-writing task by its rule (to Claude: translated both ways, tools included); a named
-    OpenAI model passes through to /v1/responses. `[tool]` makes the model call Codex's first tool, so the
-    run has a tool round trip (two requests)."""
+    """`auto` routes the test-writing task by its rule (to Claude: translated both ways, tools and reasoning
+    included), a Gemini model is translated too, a named OpenAI model passes through to /v1/responses. `[tool]`
+    makes the model call Codex's first tool, so each run has a tool round trip (two requests)."""
     run = _codex(stack, model, f"[tool] [reasoning] {PROMPT}")
     events = stack.stop()
     assert run.returncode == 0, f"codex failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     assert "tool said:" in run.stdout + run.stderr
     paths = {c.path for c in stack.fake.calls if c.method == "POST"}
-    assert paths == ({"/v1/responses"} if upstream.startswith("gpt") else {"/v1/messages"})
+    assert paths == ({"/v1/responses"} if upstream.startswith("gpt") else {"/v1/messages"}
+                     if upstream.startswith("claude") else {f"/v1beta/models/{upstream}:streamGenerateContent"})
     first = next(c for c in stack.fake.calls if c.method == "POST").body
     if upstream.startswith("gpt"):  # passed through untouched but for the model
         assert first["include"] == ["reasoning.encrypted_content"] and first["store"] is False
