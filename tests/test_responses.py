@@ -188,6 +188,46 @@ def test_rendered_response_and_stream_are_valid_sdk_objects() -> None:
     assert isinstance(neutral[-1], StreamEnd) and neutral[-1].stop_reason == "tool_use"
 
 
+def test_decoder_reads_openais_stream(fake: FakeProviders) -> None:
+    with httpx.Client(timeout=10) as http:
+        auth = {"authorization": f"Bearer {KEYS['OPENAI_API_KEY']}"}
+        raw = http.post(f"{fake.openai_base_url}/responses", headers=auth, json={
+            "model": "gpt-5", "input": "[tool] [reasoning] [cached] go", "tools": [WEATHER], "stream": True}).content
+    dec = fmt.StreamDecoder()
+    out = [n for event, data in SSEDecoder().feed(raw) for n in dec.feed(event, data)]
+    kinds = [type(n).__name__ for n in out]
+    assert kinds[0] == "StreamStart" and kinds[-1] == "StreamEnd"
+    assert "".join(n.text for n in out if type(n).__name__ == "ThinkingDelta") == THINKING_TEXT
+    start = next(n for n in out if isinstance(n, ToolCallStart))
+    assert start.name == "get_weather" and start.id.startswith("call_")
+    end = out[-1]
+    assert end.stop_reason == "tool_use" and end.usage.cached_input_tokens == CACHED_TOKENS
+    assert end.usage.reasoning_tokens == REASONING_TOKENS
+
+
+def test_decoder_edge_cases() -> None:
+    def run(*events: tuple[str, dict[str, Any]]) -> list[Any]:
+        dec = fmt.StreamDecoder()
+        return [n for kind, obj in events for n in dec.feed(kind, json.dumps({"type": kind, **obj}))]
+
+    created = ("response.created", {"response": {"id": "resp_1", "model": "m"}})
+    call = {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": '{"a":1}'}
+    # arguments sent whole in output_item.done, not as deltas
+    out = run(created, ("response.output_item.added", {"output_index": 0, "item": {**call, "arguments": ""}}),
+              ("response.output_item.done", {"output_index": 0, "item": call}),
+              ("response.incomplete", {"response": {"status": "incomplete", "incomplete_details": {
+                  "reason": "max_output_tokens"}, "usage": {"input_tokens": 5, "output_tokens": 9}}}))
+    assert [getattr(n, "arguments", None) for n in out if type(n).__name__ == "ToolArgsDelta"] == ['{"a":1}']
+    assert out[-1].stop_reason == "length" and out[-1].usage.output_tokens == 9
+    with pytest.raises(WireError, match="slow down") as e:
+        run(created, ("error", {"code": "rate_limit_exceeded", "message": "slow down", "param": None}))
+    assert e.value.status == 429 and e.value.provider_type == "rate_limit_exceeded"
+    with pytest.raises(WireError, match="model crashed"):
+        run(created, ("response.failed", {"response": {"status": "failed", "error": {
+            "code": "server_error", "message": "model crashed"}}}))
+    assert fmt.StreamDecoder().finish() == []  # a stream without its terminal event did not finish
+
+
 def test_stream_error_is_an_error_event_then_response_failed() -> None:
     enc = fmt.StreamEncoder("m")
     events = _events(enc.encode(TextDelta(0, "par")) + enc.error(WireError(502, "provider_error", "cut off")))

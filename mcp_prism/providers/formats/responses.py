@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp_prism.providers.formats import bad_request, dumps, is_int, new_id, now, type_name
-from mcp_prism.providers.formats.openai import _error_of, _image_from_url, parse_error, render_error
+from mcp_prism.providers.formats.openai import _image_from_url, parse_error, render_error
 from mcp_prism.providers.wire import (
     BlockStop,
     ChatRequest,
@@ -52,6 +52,7 @@ from mcp_prism.providers.wire import (
     ToolResult,
     Usage,
     WireError,
+    kind_for_status,
 )
 
 __all__ = ["TERMINAL_EVENTS", "StreamDecoder", "StreamEncoder", "build_request", "parse_error", "parse_request",
@@ -59,6 +60,8 @@ __all__ = ["TERMINAL_EVENTS", "StreamDecoder", "StreamEncoder", "build_request",
 
 # The events that end a Responses stream (no `[DONE]` follows them).
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_STATUS_OF_CODE = {"rate_limit_exceeded": 429, "invalid_prompt": 400, "context_length_exceeded": 400,
+                   "server_error": 500, "server_is_overloaded": 503}
 _INCOMPLETE_STOP: dict[str, StopReason] = {"max_output_tokens": "length", "content_filter": "content_filter"}
 _UNTRANSLATABLE = ("item_reference", "local_shell_call", "local_shell_call_output", "computer_call",
                    "computer_call_output", "mcp_call", "mcp_approval_request", "mcp_approval_response",
@@ -481,11 +484,9 @@ class StreamDecoder:
             return []
         kind = obj.get("type") or event
         out: list[StreamEvent] = []
-        if kind == "error":
-            raise _error_of({"error": obj}, None)
-        if kind == "response.failed":
-            err = (obj.get("response") or {}).get("error") or {"message": "the provider's response failed"}
-            raise _error_of({"error": err}, None)
+        if kind == "error" or kind == "response.failed":
+            err = obj if kind == "error" else (obj.get("response") or {}).get("error") or {}
+            raise _stream_error(err)
         if not self._started:
             self._started = True
             resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
@@ -499,6 +500,9 @@ class StreamDecoder:
             if obj.get("delta"):
                 out.append(ThinkingDelta(self._open(where), obj["delta"]))
                 self.first_token_seen = True
+        elif kind == "response.reasoning_summary_part.added":
+            if obj.get("summary_index") and where in self._blocks:  # parts of one summary read as paragraphs
+                out.append(ThinkingDelta(self._blocks[where], "\n\n"))
         elif kind == "response.output_item.added":
             item = obj.get("item") or {}
             if item.get("type") == "function_call":
@@ -527,6 +531,15 @@ class StreamDecoder:
     def finish(self) -> list[StreamEvent]:
         """End of the connection: a Responses stream that ended without its terminal event ended badly."""
         return []
+
+
+def _stream_error(err: dict[str, Any]) -> WireError:
+    """An `error` event or a failed response's `error` ({code, message}): the status its code stands for."""
+    code = err.get("code") if isinstance(err.get("code"), str) else None
+    message = err.get("message") if isinstance(err.get("message"), str) and err["message"] else \
+        "the provider's response failed"
+    status = _STATUS_OF_CODE.get(code or "", 500)
+    return WireError(status, kind_for_status(status), message, provider_type=code)
 
 
 # ---------------------------------------------------------------- streams out
