@@ -249,6 +249,18 @@ def test_catalog_marks_codex_models_responses_only(catalog: Any) -> None:
             "provider": "p", "tier": "simple", "context_window": 1, "api": "responses"}}})
 
 
+def test_upstream_format_per_model_and_client() -> None:
+    from mcp_prism.providers.registry import upstream_format
+    local = build_catalog(shipped_catalog_data(), {"models": {"qwen-coder": {
+        "provider": "vllm", "tier": "simple", "context_window": 32768, "price": {"input": "0", "output": "0"}}}})
+    cases = {("gpt-5", "openai"): "openai", ("gpt-5", "responses"): "responses",  # OpenAI serves both APIs
+             ("gpt-5.1-codex-mini", "openai"): "responses", ("gpt-5.1-codex-mini", "anthropic"): "responses",
+             ("claude-haiku-4-5", "responses"): "anthropic", ("gemini-2.5-flash", "responses"): "gemini",
+             ("qwen-coder", "responses"): "openai"}  # a compatible server without /responses: translated to chat
+    for (model, client), expected in cases.items():
+        assert upstream_format(local, local.resolve(model), client) == expected, (model, client)
+
+
 # ---------------------------------------------------------------- the gateway's /v1/responses
 def test_responses_client_to_openai_passes_through(gw: RunningGateway, fake: FakeProviders) -> None:
     raw = gw.openai().responses.with_raw_response.create(model="gpt-5-nano", input="[cached] [reasoning] hi there",
@@ -396,3 +408,27 @@ def test_captured_samples_and_the_response_cache_work_for_responses_clients(fake
                 assert len(fake.calls) == calls and again.headers["x-prism-cache"] == "hit"
                 assert Response.model_validate_json(again.content).output_text == text
                 assert replay[-1].type == "response.completed" and replay[-1].response.output_text == text
+
+
+def test_responses_client_to_a_chat_only_compatible_server_is_translated_to_chat(fake: FakeProviders,
+                                                                                  tmp_path: Any) -> None:
+    home = tmp_path / "home"
+    RunningGateway(home, fake)
+    with (home / "config.toml").open("a") as f:  # a local vLLM-style server: Chat Completions only
+        f.write(f'[providers.vllm]\nbase_url = "{fake.openai_base_url}"\napi_key_env = "OPENAI_API_KEY"\n'
+                '[models."qwen-coder"]\nprovider = "vllm"\ntier = "simple"\ncontext_window = 32768\n'
+                'capabilities = ["tools"]\nprice = { input = "1.00", output = "2.00" }\n')
+    with _Reopened(home, fake) as g:
+        client = g.openai()
+        with client.responses.with_streaming_response.create(model="qwen-coder", input="[tool] weather?",
+                                                             tools=[WEATHER], stream=True) as raw:
+            final = list(raw.parse())[-1].response
+            rid = raw.headers["x-prism-request-id"]
+        assert fake.calls[-1].path == "/v1/chat/completions" and fake.calls[-1].body["stream_options"] == {
+            "include_usage": True}
+        call = next(o for o in final.output if o.type == "function_call")
+        assert json.loads(call.arguments) == {"city": "Paris"}
+        u = final.usage
+        ev = g.event(rid)
+        assert (ev["input_tokens"], ev["output_tokens"]) == (u.input_tokens, u.output_tokens)
+        assert Decimal(ev["cost_usd"]) == (Decimal(u.input_tokens) * 1 + Decimal(u.output_tokens) * 2) / 10**6
