@@ -432,3 +432,21 @@ def test_responses_client_to_a_chat_only_compatible_server_is_translated_to_chat
         ev = g.event(rid)
         assert (ev["input_tokens"], ev["output_tokens"]) == (u.input_tokens, u.output_tokens)
         assert Decimal(ev["cost_usd"]) == (Decimal(u.input_tokens) * 1 + Decimal(u.output_tokens) * 2) / 10**6
+
+
+def test_a_conversation_routed_to_claude_then_to_openai_drops_reasoning_openai_cannot_resume(
+        gw: RunningGateway, fake: FakeProviders) -> None:
+    """Claude's thinking reaches a Responses client as a reasoning item with no encrypted state; sent back to
+    OpenAI (`store: false`) it would be a 404 ("Item ... not found"), so the gateway leaves it out."""
+    client = gw.openai()
+    first = client.responses.create(model="claude-haiku-4-5", input="[reasoning] think", store=False)
+    reasoning = first.output[0]
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text == THINKING_TEXT
+    assert reasoning.id.startswith(fmt.MINTED_REASONING) and not reasoning.encrypted_content
+    history = [{"role": "user", "content": "[reasoning] think"}, *[o.model_dump(exclude_none=True)
+                                                                  for o in first.output]]
+    second = client.responses.create(model="gpt-5-nano", store=False, input=[*history, {
+        "role": "user", "content": "and now?"}])
+    assert second.output_text == "echo: and now?"
+    sent = fake.calls[-1].body["input"]
+    assert [i.get("type", "message") for i in sent] == ["message", "message", "message"]

@@ -530,6 +530,8 @@ class Gateway:
                 body = {**data, "model": m.name}
                 if prompt_cache and pfmt is anthropic_format:
                     body = mark_cache_control(body)
+                elif pfmt is responses_format:  # reasoning minted from another provider's thinking: not OpenAI's
+                    body = responses_format.without_minted_reasoning(body)
                 client_usage[m.name] = True
                 if stream and fmt is openai_format:
                     client_usage[m.name] = opts.get("include_usage") is True

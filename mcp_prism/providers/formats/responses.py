@@ -13,7 +13,9 @@ Choices worth knowing:
   namespace, custom, local_shell ...) are left out when a request crosses formats.
 - Outgoing requests say `store: false` (the gateway keeps no conversation at OpenAI), `strict: false` on
   function tools (the API's default is strict), and drop `stop`, which the Responses API has no place for.
-  Reasoning from another provider is dropped: only OpenAI's own encrypted reasoning can be sent back.
+  Reasoning from another provider is dropped: only OpenAI's own encrypted reasoning can be sent back. Going to
+  a Responses client, another provider's thinking becomes a reasoning item whose id starts `rs_prism_`; such
+  items are removed before a request reaches OpenAI (`without_minted_reasoning`), which could not resume them.
 - Usage: `input_tokens` includes `input_tokens_details.cached_tokens` and `output_tokens` includes
   `output_tokens_details.reasoning_tokens`: the neutral convention as is.
 - Errors use the same body as Chat Completions (`{"error": {"message", "type", "param", "code"}}`).
@@ -55,9 +57,13 @@ from mcp_prism.providers.wire import (
     kind_for_status,
 )
 
-__all__ = ["TERMINAL_EVENTS", "StreamDecoder", "StreamEncoder", "build_request", "parse_error", "parse_request",
-           "parse_response", "render_error", "render_response", "usage_of"]
+__all__ = ["MINTED_REASONING", "TERMINAL_EVENTS", "StreamDecoder", "StreamEncoder", "build_request", "parse_error",
+           "parse_request", "parse_response", "render_error", "render_response", "usage_of",
+           "without_minted_reasoning"]
 
+# Id prefix of the reasoning items the gateway makes from another provider's thinking: they hold no state OpenAI
+# can resume (no encrypted_content, never stored), so they are dropped before a request reaches OpenAI.
+MINTED_REASONING = "rs_prism_"
 # The events that end a Responses stream (no `[DONE]` follows them).
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _STATUS_OF_CODE = {"rate_limit_exceeded": 429, "invalid_prompt": 400, "context_length_exceeded": 400,
@@ -254,6 +260,19 @@ def _format_in(fmt: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def without_minted_reasoning(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` without the reasoning items the gateway minted from another provider's thinking (a conversation
+    that was routed to Claude, then to OpenAI): OpenAI would answer 404 for them. Unchanged (the same object)
+    when there are none, so a pass-through stays untouched."""
+    items = body.get("input")
+    if not isinstance(items, list) or not any(
+            isinstance(i, dict) and i.get("type") == "reasoning" and str(i.get("id", "")).startswith(MINTED_REASONING)
+            for i in items):
+        return body
+    return {**body, "input": [i for i in items if not (isinstance(i, dict) and i.get("type") == "reasoning"
+                                                      and str(i.get("id", "")).startswith(MINTED_REASONING))]}
+
+
 # ---------------------------------------------------------------- requests out
 def build_request(req: ChatRequest, model: str) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model}
@@ -411,7 +430,7 @@ def _item_out(part: Text | ToolCall | Thinking) -> dict[str, Any]:
     if isinstance(part, ToolCall):
         return {"id": new_id("fc_"), "type": "function_call", "status": "completed", "call_id": part.id,
                 "name": part.name, "arguments": part.arguments or "{}"}
-    item: dict[str, Any] = {"id": part.id or new_id("rs_"), "type": "reasoning",
+    item: dict[str, Any] = {"id": part.id or new_id(MINTED_REASONING), "type": "reasoning",
                             "summary": [{"type": "summary_text", "text": part.text}] if part.text else []}
     if part.encrypted:
         item["encrypted_content"] = part.encrypted
@@ -548,7 +567,7 @@ class _Item:
 
     def __init__(self, kind: str, output_index: int, call_id: str = "", name: str = "") -> None:
         self.kind = kind  # "message" | "reasoning" | "function_call"
-        self.id = new_id({"message": "msg_", "reasoning": "rs_", "function_call": "fc_"}[kind])
+        self.id = new_id({"message": "msg_", "reasoning": MINTED_REASONING, "function_call": "fc_"}[kind])
         self.output_index = output_index
         self.text: list[str] = []  # text, summary or arguments so far
         self.call_id, self.name = call_id, name
