@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -22,7 +26,6 @@ from mcp_prism.core.catalog import build_catalog
 from mcp_prism.errors import ConfigError
 from mcp_prism.gateway import build_gateway
 from mcp_prism.providers.client import ProviderClient, proxies_from_env
-from mcp_prism.providers.wire import WireError
 
 
 class _Proxy(socketserver.ThreadingTCPServer):
@@ -155,20 +158,91 @@ def test_http_proxy_carries_provider_calls_and_no_proxy_bypasses_it(fake: FakePr
     asyncio.run(run())
 
 
-def test_https_proxy_tunnels_tls_providers_with_connect(fake: FakeProviders, proxy: _Proxy) -> None:
-    """An https provider is reached through a CONNECT tunnel to its host:port (TLS then fails here because the
-    fake behind the tunnel speaks plain HTTP: the tunnel, not TLS, is what this checks)."""
-    async def run() -> None:
-        client = ProviderClient(_catalog(fake, f"https://127.0.0.1:{fake.port}/v1"),
-                                {**KEYS, "HTTPS_PROXY": proxy.url})
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate it signed for 127.0.0.1: (ca.pem, cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key: Any, issuer: Any, issuer_key: Any, ca: bool) -> Any:
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "prism test CA")])
+    ca = cert("prism test CA", ca_key, ca_name, ca_key, True)
+    leaf = cert("127.0.0.1", key, ca_name, ca_key, False)
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+class _TLSFront(socketserver.ThreadingTCPServer):
+    """TLS in front of the (plain HTTP) fake providers: an https provider on 127.0.0.1."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, cert: Path, key: Path, backend_port: int) -> None:
+        super().__init__(("127.0.0.1", 0), _TLSHandler)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.backend_port = backend_port
+
+
+class _TLSHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: _TLSFront = self.server  # type: ignore[assignment]
         try:
-            with pytest.raises(WireError, match="cannot reach the provider"):
-                await _call(client)
+            tls = server.ctx.wrap_socket(self.request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        backend = socket.create_connection(("127.0.0.1", server.backend_port))
+        t = threading.Thread(target=_pipe, args=(backend, tls), daemon=True)
+        t.start()
+        _pipe(tls, backend)
+        t.join(timeout=10)
+        backend.close()
+        tls.close()
+
+
+def test_https_proxy_tunnels_tls_providers_with_connect(fake: FakeProviders, proxy: _Proxy, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An https provider is reached through a CONNECT tunnel to its host:port, TLS end to end inside it (the
+    provider's certificate checked against SSL_CERT_FILE, as behind a corporate CA)."""
+    ca, cert, key = _tls_files(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    front = _TLSFront(cert, key, fake.port)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    port = front.server_address[1]
+
+    async def run() -> None:
+        client = ProviderClient(_catalog(fake, f"https://127.0.0.1:{port}/v1"), {**KEYS, "HTTPS_PROXY": proxy.url})
+        try:
+            status, body = await _call(client)
+            assert status == 200 and b"echo: hi" in body
         finally:
             await client.aclose()
-        assert proxy.seen == [("CONNECT", f"127.0.0.1:{fake.port}")]
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        front.shutdown()
+        front.server_close()
+    assert proxy.seen == [("CONNECT", f"127.0.0.1:{port}")]
+    assert fake.calls[-1].path == "/v1/chat/completions"  # through the proxy and the TLS front to the fake
 
 
 def test_gateway_requests_go_through_the_proxy(fake: FakeProviders, proxy: _Proxy, tmp_path: Any) -> None:
