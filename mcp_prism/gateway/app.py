@@ -1,10 +1,12 @@
-"""The gateway: an ASGI app speaking the OpenAI and Anthropic wire formats.
+"""The gateway: an ASGI app speaking the OpenAI (Chat Completions and Responses) and Anthropic wire formats.
 
 Each chat request is routed by `PrismService.route_request`, forwarded through `ProviderClient`, and
 handed to the `Recorder` as it ends. When the client and the chosen provider speak the same format the
 body passes through with only `model` replaced (and, for OpenAI streams, usage asked for); otherwise it
-is translated through the neutral model in `providers.wire`. Raw ASGI rather than a framework because
-this runs on every request and a millisecond of CPU is the whole budget (benchmarks/bench_gateway.py).
+is translated through the neutral model in `providers.wire`. Which API a model is called with is
+`providers.registry.upstream_format`'s choice (codex models take only the Responses API). Raw ASGI rather
+than a framework because this runs on every request and a millisecond of CPU is the whole budget
+(benchmarks/bench_gateway.py).
 
 Auth: a virtual key (`mcp-prism keys create`, sent as Bearer or x-api-key) names the team, user and
 project a request is recorded and budgeted under. Keys are required unless the gateway was built
