@@ -155,8 +155,10 @@ def test_codex_exec_through_the_gateway_is_recorded(stack: Stack, model: str, up
     assert paths == ({"/v1/responses"} if upstream.startswith("gpt") else {"/v1/messages"}
                      if upstream.startswith("claude") else {f"/v1beta/models/{upstream}:streamGenerateContent"})
     first = next(c for c in stack.fake.calls if c.method == "POST").body
+    assert "Always review the architecture" in json.dumps(first)  # AGENTS.md went along, yet was not classified
     if upstream.startswith("gpt"):  # passed through untouched but for the model
         assert first["include"] == ["reasoning.encrypted_content"] and first["store"] is False
+        assert any("<environment_context>" in json.dumps(i) for i in first["input"])
     assert len(events) >= 2  # the tool call, then the answer to its output
     _assert_recorded(events, stack.fake, stack.home, upstream, "test_generation")
 
