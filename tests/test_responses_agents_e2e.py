@@ -39,6 +39,8 @@ from mcp_prism.core.pricing import TokenUsage
 pytestmark = pytest.mark.slow
 
 PROMPT = "write unit tests for the invoice parser"
+AGENTS_MD = ("Design the system architecture and module boundaries before any change: write the data model and "
+             "the migration plan first.")
 KEYS = {"OPENAI_API_KEY": "sk-fake-openai-e2e", "ANTHROPIC_API_KEY": "sk-ant-fake-e2e", "GEMINI_API_KEY": "gm-fake"}
 
 
@@ -126,7 +128,8 @@ def _codex(stack: Stack, model: str, prompt: str) -> subprocess.CompletedProcess
     codex_home, home, project = stack.tmp / "codex", stack.tmp / "home", stack.tmp / "project"
     for d in (codex_home, home, project):
         d.mkdir(exist_ok=True)
-    (project / "AGENTS.md").write_text("# Project rules\nAlways review the architecture before changing code.\n")
+    # instructions that classify as architecture_design were they taken for the person's words
+    (project / "AGENTS.md").write_text("# Project rules\n" + AGENTS_MD + "\n")
     (codex_home / "config.toml").write_text(
         f'model = "{model}"\nmodel_provider = "prism"\n'
         "[model_providers.prism]\n"
@@ -155,7 +158,7 @@ def test_codex_exec_through_the_gateway_is_recorded(stack: Stack, model: str, up
     assert paths == ({"/v1/responses"} if upstream.startswith("gpt") else {"/v1/messages"}
                      if upstream.startswith("claude") else {f"/v1beta/models/{upstream}:streamGenerateContent"})
     first = next(c for c in stack.fake.calls if c.method == "POST").body
-    assert "Always review the architecture" in json.dumps(first)  # AGENTS.md went along, yet was not classified
+    assert AGENTS_MD in json.dumps(first)  # AGENTS.md went along, yet was not classified
     if upstream.startswith("gpt"):  # passed through untouched but for the model
         assert first["include"] == ["reasoning.encrypted_content"] and first["store"] is False
         assert any("<environment_context>" in json.dumps(i) for i in first["input"])
