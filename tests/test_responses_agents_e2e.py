@@ -90,7 +90,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                 gateway.wait(timeout=10)
 
 
-def _expected_cost(event: dict[str, Any], call: Any, home: Path) -> tuple[TokenUsage, Decimal]:
+def _expected_cost(model: str, call: Any, home: Path) -> tuple[TokenUsage, Decimal]:
     """The usage the fake reported for `call` (recomputed by the fake's own rules) and its price."""
     if call.path == "/v1/responses":
         u = _responses_usage(_plan(_responses_turn(call.body)))
@@ -106,20 +106,26 @@ def _expected_cost(event: dict[str, Any], call: Any, home: Path) -> tuple[TokenU
         u = _anthropic_usage(_plan(_anthropic_turn(call.body)))
         tokens = TokenUsage(u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"],
                             u["cache_read_input_tokens"], u["cache_creation_input_tokens"], u["output_tokens"], 0)
-    cost = Settings.from_env({}, home=home).catalog().cost(event["model"], tokens, None)
+    cost = Settings.from_env({}, home=home).catalog().cost(model, tokens, None)
     assert cost.usd is not None
     return tokens, cost.usd
 
 
 def _assert_recorded(events: list[dict[str, Any]], fake: FakeProviders, home: Path, model: str,
                      task_type: str) -> None:
+    """One ok event per provider call, each with that call's tokens and their exact price. Agents send some
+    requests concurrently (OpenCode's title request), so events are matched to calls by their usage."""
     calls = [c for c in fake.calls if c.method == "POST"]
     assert events and len(events) == len(calls), (events, calls)
-    for event, call in zip(events, calls, strict=True):
+    expected = [_expected_cost(model, c, home) for c in calls]
+    for event in events:
         assert event["status"] == "ok" and event["model"] == model and event["task_type"] == task_type, event
-        tokens, cost = _expected_cost(event, call, home)
-        assert (event["input_tokens"], event["output_tokens"]) == (tokens.input_tokens, tokens.output_tokens)
-        assert Decimal(event["cost_usd"]) == cost
+        got = TokenUsage(event["input_tokens"], event["cached_input_tokens"], event["cache_write_tokens"],
+                         event["output_tokens"], event["reasoning_tokens"])
+        match = next((e for e in expected if e[0] == got), None)
+        assert match is not None, (got, expected)
+        expected.remove(match)
+        assert Decimal(event["cost_usd"]) == match[1]
 
 
 # ---------------------------------------------------------------- Codex CLI
