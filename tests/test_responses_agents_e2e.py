@@ -62,7 +62,10 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """Fake providers, and the gateway in a process of its own over them (`--no-auth` unless the test's indirect
+    parameter is False: then every request needs a virtual key)."""
+    no_auth = getattr(request, "param", True)
     home = tmp_path / "prism"
     home.mkdir()
     with run_fake_providers(keys={"openai": KEYS["OPENAI_API_KEY"], "anthropic": KEYS["ANTHROPIC_API_KEY"],
@@ -79,7 +82,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         log = tmp_path / "gateway.log"
         with log.open("wb") as out:
             gateway = subprocess.Popen([sys.executable, "-m", "mcp_prism", "gateway", "--port", str(port),
-                                        "--no-auth"], env=env, stdout=out, stderr=subprocess.STDOUT)
+                                        *(["--no-auth"] if no_auth else [])], env=env, stdout=out,
+                                       stderr=subprocess.STDOUT)
         s = Stack(fake, f"http://127.0.0.1:{port}", home, tmp_path, gateway)
         try:
             wait_for_port(gateway, port, log)
@@ -129,7 +133,7 @@ def _assert_recorded(events: list[dict[str, Any]], fake: FakeProviders, home: Pa
 
 
 # ---------------------------------------------------------------- Codex CLI
-def _codex(stack: Stack, model: str, prompt: str) -> subprocess.CompletedProcess[str]:
+def _codex(stack: Stack, model: str, prompt: str, key: str = "unused-with-no-auth") -> subprocess.CompletedProcess[str]:
     codex = real_client("codex")
     codex_home, home, project = stack.tmp / "codex", stack.tmp / "home", stack.tmp / "project"
     for d in (codex_home, home, project):
@@ -145,7 +149,7 @@ def _codex(stack: Stack, model: str, prompt: str) -> subprocess.CompletedProcess
         'wire_api = "responses"\n'
         "request_max_retries = 0\nstream_max_retries = 0\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CODEX_"))}
-    env.update(HOME=str(home), CODEX_HOME=str(codex_home), PRISM_GATEWAY_KEY="unused-with-no-auth")
+    env.update(HOME=str(home), CODEX_HOME=str(codex_home), PRISM_GATEWAY_KEY=key)
     return subprocess.run([str(codex), "exec", "--skip-git-repo-check", prompt], cwd=project, env=env,
                           capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
 
@@ -170,6 +174,24 @@ def test_codex_exec_through_the_gateway_is_recorded(stack: Stack, model: str, up
         assert any("<environment_context>" in json.dumps(i) for i in first["input"])
     assert len(events) >= 2  # the tool call, then the answer to its output
     _assert_recorded(events, stack.fake, stack.home, upstream, "test_generation")
+
+
+@pytest.mark.parametrize("stack", [False], indirect=True)
+def test_codex_with_a_virtual_key_is_recorded_under_its_team(stack: Stack) -> None:
+    """The gateway as a team runs it (keys required): Codex's `env_key` holds the virtual key."""
+    made = subprocess.run([sys.executable, "-m", "mcp_prism", "keys", "create", "--team", "search", "--user", "ana",
+                           "--json"], env={**os.environ, "PRISM_HOME": str(stack.home)}, capture_output=True,
+                          text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    refused = _codex(stack, "gpt-5-nano", PROMPT, key="sk-prism-000000000000-not-a-key")
+    assert refused.returncode != 0 and not stack.fake.calls  # an unknown key never reaches a provider
+    run = _codex(stack, "gpt-5-nano", PROMPT, key=key["secret"])
+    events = [e for e in stack.stop() if e["status"] == "ok"]
+    assert run.returncode == 0, f"codex failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    assert stack.fake.calls[-1].headers["authorization"] == f"Bearer {KEYS['OPENAI_API_KEY']}"  # ours, not the key
+    assert [(e["team"], e["user"], e["api_key_id"]) for e in events] == [("search", "ana", key["key"]["id"])]
+    _assert_recorded(events, stack.fake, stack.home, "gpt-5-nano", "test_generation")
 
 
 # ---------------------------------------------------------------- OpenCode, built-in openai provider
