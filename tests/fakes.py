@@ -4,6 +4,12 @@ Nothing here can reach a real provider, so provider clients are tested against t
 serves all three APIs on one port:
 
 - OpenAI Chat Completions: ``POST /v1/chat/completions``, ``GET /v1/models``; auth ``Authorization: Bearer <key>``.
+  OpenAI Responses: ``POST /v1/responses`` (same auth, markers and error bodies), streaming the events OpenAI sends
+  (``response.created``, ``response.in_progress``, ``response.output_item.added``, ``response.content_part.added``,
+  ``response.output_text.delta`` / ``response.function_call_arguments.delta`` / reasoning summary events,
+  ``...done`` events, ``response.completed``); as the API does, it rejects a ``strict: true`` function tool
+  whose schema lacks ``additionalProperties: false`` and a reasoning item with neither stored state nor
+  ``encrypted_content``.
   Batch API: ``POST /v1/files`` (multipart, purpose=batch), ``GET /v1/files/{id}[/content]``, ``POST /v1/batches``,
   ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel`` (endpoint ``/v1/chat/completions`` only).
 - Anthropic Messages: ``POST /v1/messages`` (role ``system`` mid-conversation accepted with the
@@ -510,6 +516,154 @@ def _openai_response(body: dict[str, Any], turn: _Turn, r: _Reply, seq: int) -> 
     return _Streamed(chunks, SSE, cut_at=1 + min(CUT_AFTER, len(fragments)), headers=headers)
 
 
+# --- OpenAI Responses ---------------------------------------------------------------------------------------------
+
+
+def _responses_validate(body: Any) -> _Full | None:
+    if not isinstance(body, dict):
+        return _openai_error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return _openai_error(400, "Missing required parameter: 'model'.", "invalid_request_error", "model",
+                             "missing_required_parameter")
+    items = body.get("input")
+    if not isinstance(items, str | list) or not items:
+        return _openai_error(400, "Missing required parameter: 'input'.", "invalid_request_error", "input",
+                             "missing_required_parameter")
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        kind = item.get("type", "message") if isinstance(item, dict) else None
+        if kind == "message" and item.get("role") not in ("user", "assistant", "system", "developer"):
+            return _openai_error(400, f"Invalid value: '{item.get('role')}'. Supported values are: 'assistant', "
+                                 "'system', 'developer', and 'user'.", "invalid_request_error", f"input[{i}].role",
+                                 "invalid_value")
+        if kind == "function_call_output" and not isinstance(item.get("call_id"), str):
+            return _openai_error(400, f"Missing required parameter: 'input[{i}].call_id'.", "invalid_request_error",
+                                 f"input[{i}].call_id", "missing_required_parameter")
+        if kind == "reasoning" and not item.get("encrypted_content") and body.get("store") is False:
+            return _openai_error(404, f"Item with id '{item.get('id')}' not found. Items are not persisted when "
+                                 "`store` is set to false.", "invalid_request_error", "input", None)
+    for i, tool in enumerate(body.get("tools") or []):
+        if isinstance(tool, dict) and tool.get("type") == "function" and tool.get("strict") is True:
+            params = tool.get("parameters") or {}
+            if params.get("additionalProperties") is not False:
+                return _openai_error(400, f"Invalid schema for function '{tool.get('name')}': In context=(), "
+                                     "'additionalProperties' is required to be supplied and to be false.",
+                                     "invalid_request_error", f"tools[{i}].parameters", "invalid_function_parameters")
+    return None
+
+
+def _responses_turn(body: dict[str, Any]) -> _Turn:
+    items = body["input"]
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    items = [i for i in items if isinstance(i, dict)]
+
+    def text_of(content: Any) -> str:
+        if isinstance(content, str):
+            return content
+        return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict)
+                       and p.get("type") in ("input_text", "output_text"))
+
+    messages = [i for i in items if i.get("type", "message") == "message"]
+    last_text = next((t for m in reversed(messages) if m.get("role") == "user" and (t := text_of(m.get("content")))),
+                     "")
+    results = [o if isinstance(o := i.get("output"), str) else text_of(o) for i in items
+               if i.get("type") == "function_call_output"]
+    tools = [(t["name"], t.get("parameters") or {}) for t in body.get("tools") or []
+             if isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("name"), str)]
+    all_text = " ".join([text_of(m.get("content")) for m in messages] + results
+                        + ([body["instructions"]] if isinstance(body.get("instructions"), str) else []))
+    return _Turn(body["model"], last_text, results[-1] if results else None, tools, all_text)
+
+
+def _responses_usage(r: _Reply) -> dict[str, Any]:
+    cached = CACHED_TOKENS if r.cached else 0
+    reasoning = REASONING_TOKENS if r.reasoning else 0
+    inp, out = r.input_tokens + cached, r.output_tokens + reasoning  # totals include the details
+    return {"input_tokens": inp, "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+            "output_tokens": out,
+            "output_tokens_details": {"reasoning_tokens": reasoning}, "total_tokens": inp + out}
+
+
+def _responses_response(body: dict[str, Any], turn: _Turn, r: _Reply, seq: int) -> _Full | _Streamed:
+    rid, created = f"resp_fake{seq:06d}", int(time.time())
+    headers = [("x-request-id", f"req_fake{seq:06d}"), ("openai-processing-ms", "1")]
+    encrypted = "reasoning.encrypted_content" in (body.get("include") or [])
+    reasoning_item: dict[str, Any] | None = None
+    if r.reasoning:
+        reasoning_item = {"id": f"rs_fake{seq:06d}", "type": "reasoning",
+                          "summary": [{"type": "summary_text", "text": THINKING_TEXT}]}
+        if encrypted:
+            reasoning_item["encrypted_content"] = THINKING_SIGNATURE
+    if r.tool:
+        item: dict[str, Any] = {"id": f"fc_fake{seq:06d}", "type": "function_call", "status": "completed",
+                                "arguments": json.dumps(r.tool[1]), "call_id": f"call_fake{seq:06d}",
+                                "name": r.tool[0]}
+    else:
+        item = {"id": f"msg_fake{seq:06d}", "type": "message", "status": "completed", "content": [
+            {"type": "output_text", "annotations": [], "logprobs": [], "text": r.text}], "role": "assistant"}
+    output = [*([reasoning_item] if reasoning_item else []), item]
+
+    def envelope(status: str, out: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
+        tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+        return {"id": rid, "object": "response", "created_at": created, "status": status, "background": False,
+                "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
+                "max_output_tokens": body.get("max_output_tokens"), "max_tool_calls": None, "model": turn.model,
+                "output": out, "parallel_tool_calls": body.get("parallel_tool_calls", True),
+                "previous_response_id": None, "prompt_cache_key": body.get("prompt_cache_key"),
+                "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
+                "safety_identifier": None, "service_tier": "default", "store": body.get("store", True),
+                "temperature": 1.0, "text": {"format": {"type": "text"}, "verbosity": "medium"},
+                "tool_choice": body.get("tool_choice", "auto"), "tools": tools, "top_logprobs": 0, "top_p": 1.0,
+                "truncation": "disabled", "usage": usage, "user": None, "metadata": {}}
+
+    if not body.get("stream"):
+        return _json(200, envelope("completed", output, _responses_usage(r)), headers)
+
+    seq_no = itertools.count()
+
+    def event(kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, **fields, "sequence_number": next(seq_no)}
+        return f"event: {kind}\n".encode() + b"data: " + _compact(data) + b"\n\n"
+
+    chunks = [event("response.created", response=envelope("in_progress", [], None)),
+              event("response.in_progress", response=envelope("in_progress", [], None))]
+    index = 0
+    if reasoning_item:
+        ref = {"item_id": reasoning_item["id"], "output_index": 0}
+        chunks.append(event("response.output_item.added", output_index=0,
+                            item={"id": reasoning_item["id"], "type": "reasoning", "summary": []}))
+        chunks.append(event("response.reasoning_summary_part.added", **ref, summary_index=0,
+                            part={"type": "summary_text", "text": ""}))
+        chunks += [event("response.reasoning_summary_text.delta", **ref, summary_index=0, delta=p,
+                         obfuscation="fake") for p in _split(THINKING_TEXT, 2, 64)]
+        chunks.append(event("response.reasoning_summary_text.done", **ref, summary_index=0, text=THINKING_TEXT))
+        chunks.append(event("response.reasoning_summary_part.done", **ref, summary_index=0,
+                            part={"type": "summary_text", "text": THINKING_TEXT}))
+        chunks.append(event("response.output_item.done", output_index=0, item=reasoning_item))
+        index = 1
+    ref = {"item_id": item["id"], "output_index": index}
+    if r.tool:
+        chunks.append(event("response.output_item.added", output_index=index,
+                            item={**item, "status": "in_progress", "arguments": ""}))
+        deltas = [event("response.function_call_arguments.delta", **ref, delta=f, obfuscation="fake")
+                  for f in _split(item["arguments"], parts=4, max_size=6)]
+        tail = [event("response.function_call_arguments.done", **ref, arguments=item["arguments"])]
+    else:
+        chunks.append(event("response.output_item.added", output_index=index,
+                            item={**item, "status": "in_progress", "content": []}))
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+        chunks.append(event("response.content_part.added", **ref, content_index=0, part=part))
+        deltas = [event("response.output_text.delta", **ref, content_index=0, delta=p, logprobs=[],
+                        obfuscation="fake") for p in r.pieces]
+        tail = [event("response.output_text.done", **ref, content_index=0, text=r.text, logprobs=[]),
+                event("response.content_part.done", **ref, content_index=0, part={**part, "text": r.text})]
+    cut_at = len(chunks) + min(CUT_AFTER, len(deltas))
+    chunks += deltas + tail
+    chunks.append(event("response.output_item.done", output_index=index, item=item))
+    chunks.append(event("response.completed", response=envelope("completed", output, _responses_usage(r))))
+    return _Streamed(chunks, SSE, cut_at=cut_at, headers=headers)
+
+
 # --- Anthropic ----------------------------------------------------------------------------------------------------
 
 
@@ -640,51 +794,6 @@ def _anthropic_response(body: dict[str, Any], turn: _Turn, r: _Reply, seq: int) 
     chunks.append(event({"type": "message_delta", "delta": message_delta, "usage": {"output_tokens": out}}))
     chunks.append(event({"type": "message_stop"}))
     return _Streamed(chunks, SSE, cut_at=cut_at, headers=headers)
-
-
-# --- OpenAI Responses, minimal ------------------------------------------------------------------------------------
-# Just enough of `POST /v1/responses` for Codex CLI to finish a turn (the history import tests read what it logs):
-# one streamed text answer, `echo: <last user text>`, with usage; `[cached]` and `[reasoning]` as elsewhere. No
-# tools, no validation. A full Responses fake supersedes this; keep it separate.
-RESPONSES_INPUT_TOKENS = 1500  # uncached input, fixed so tests can assert Codex's logged token counts exactly
-RESPONSES_OUTPUT_TOKENS = 12
-
-
-def _history_minimal_responses(body: dict[str, Any], seq: int) -> _Full | _Streamed:
-    texts = [p.get("text", "") for m in body.get("input") or [] if isinstance(m, dict) and m.get("role") == "user"
-             for p in (m.get("content") if isinstance(m.get("content"), list) else []) if isinstance(p, dict)]
-    last = texts[-1] if texts else ""
-    text = f"echo: {last[:ECHO_LIMIT]}"
-    cached = CACHED_TOKENS if "[cached]" in last else 0
-    usage = {"input_tokens": RESPONSES_INPUT_TOKENS + cached,  # includes the cached tokens, as OpenAI counts
-             "input_tokens_details": {"cached_tokens": cached},
-             "output_tokens": RESPONSES_OUTPUT_TOKENS + (REASONING_TOKENS if "[reasoning]" in last else 0),
-             "output_tokens_details": {"reasoning_tokens": REASONING_TOKENS if "[reasoning]" in last else 0}}
-    usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-    rid, mid = f"resp_fake{seq:06d}", f"msg_fake{seq:06d}"
-    item = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
-    resp = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
-            "model": body.get("model", ""), "output": [item], "usage": usage}
-    if not body.get("stream"):
-        return _json(200, resp)
-    events = [
-        {"type": "response.created", "response": {**resp, "status": "in_progress", "output": [], "usage": None}},
-        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "status": "in_progress",
-                                                                           "content": []}},
-        {"type": "response.content_part.added", "item_id": mid, "output_index": 0, "content_index": 0,
-         "part": {"type": "output_text", "text": "", "annotations": []}},
-        *({"type": "response.output_text.delta", "item_id": mid, "output_index": 0, "content_index": 0, "delta": p}
-          for p in _split(text)),
-        {"type": "response.output_text.done", "item_id": mid, "output_index": 0, "content_index": 0, "text": text},
-        {"type": "response.content_part.done", "item_id": mid, "output_index": 0, "content_index": 0,
-         "part": item["content"][0]},
-        {"type": "response.output_item.done", "output_index": 0, "item": item},
-        {"type": "response.completed", "response": resp},
-    ]
-    chunks = [f"event: {e['type']}\n".encode() + b"data: " + _compact({**e, "sequence_number": i}) + b"\n\n"
-              for i, e in enumerate(events)]
-    return _Streamed(chunks, SSE)
 
 
 # --- Gemini -------------------------------------------------------------------------------------------------------
@@ -1243,16 +1352,21 @@ class _App:
                 return _json(200, {"object": "list", "data": models})
             if path.startswith(("/v1/files", "/v1/batches")):
                 return _openai_batch_api(fake, method, path, headers, body, raw)
-            if (method, path) == ("POST", "/v1/responses") and isinstance(body, dict):
-                return _history_minimal_responses(body, seq)
-            if (method, path) != ("POST", "/v1/chat/completions"):
+            if (method, path) == ("POST", "/v1/responses"):
+                provider = "responses"
+                error = _responses_validate(raw if body is None and raw else body)
+                if error:
+                    return error
+                turn = _responses_turn(body)
+            elif (method, path) != ("POST", "/v1/chat/completions"):
                 return _openai_error(404, f"Invalid URL ({method} {path})", "invalid_request_error")
-            if body is None and raw:
-                body = raw  # not JSON: let validation produce the parse error
-            error = _openai_validate(body)
-            if error:
-                return error
-            turn = _openai_turn(body)
+            else:
+                if body is None and raw:
+                    body = raw  # not JSON: let validation produce the parse error
+                error = _openai_validate(body)
+                if error:
+                    return error
+                turn = _openai_turn(body)
             streaming = bool(body.get("stream"))
         elif provider == "anthropic":
             # The documented header is x-api-key; recent SDKs send the same key as a Bearer token instead.
@@ -1320,11 +1434,13 @@ class _App:
                 raise _CutStream
             fake.requests_abandoned += 1
             return None
-        error = _scenario_error(provider, turn)
+        error = _scenario_error("openai" if provider == "responses" else provider, turn)
         if error:
             return error
         reply = _plan(turn)
-        if provider == "openai":
+        if provider == "responses":
+            response = _responses_response(body, turn, reply, seq)
+        elif provider == "openai":
             response = _openai_response(body, turn, reply, seq)
         elif provider == "anthropic":
             response = _anthropic_response(body, turn, reply, seq)

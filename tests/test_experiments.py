@@ -248,6 +248,18 @@ async def test_run_pays_each_answer_exactly_once(svc: PrismService, fake: FakePr
     assert (await exps.show(info.id)).answers_missing == 0
 
 
+async def test_a_codex_candidate_is_called_with_the_responses_api(svc: PrismService, fake: FakeProviders) -> None:
+    await record_samples(svc, 50)
+    exps = ExperimentService(svc)
+    info = await exps.start(TASK, ["gpt-5.1-codex-mini"], samples=50)
+    summary = await exps.run(info.id, concurrency=8)
+    assert (summary.calls_made, summary.errors) == (50, 0)
+    assert {c.path for c in fake.calls} == {"/v1/responses"}  # codex models accept nothing else
+    outs = await svc.store.fetch("SELECT * FROM experiment_outputs WHERE experiment_id = ? AND model = ?",
+                                 (info.id, "gpt-5.1-codex-mini"))
+    assert len(outs) == 50 and all(o["response"].startswith("echo: ticket") and o["output_tokens"] > 0 for o in outs)
+
+
 async def test_interrupted_run_resumes_without_paying_twice(svc: PrismService, fake: FakeProviders,
                                                             tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "s.jsonl", 50, structured_every=3)

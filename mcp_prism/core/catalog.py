@@ -41,6 +41,7 @@ class ProviderSpec:
     local: bool = False
     base_url: str = ""  # API root the provider client posts to (config may point it at a proxy or a fake)
     api_key_env: str | None = None  # environment variable holding the key; None = the provider needs none
+    responses_api: bool = False  # also serves OpenAI's Responses API (`/responses`) beside its own format
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class ModelSpec:
     fixed_price: PriceSnapshot | None = None
     discount: Decimal = Decimal(0)  # negotiated fraction off list price
     discovered: bool = False  # not listed: found on first use (see the module doc)
+    api: str = "chat"  # "responses": the model accepts only OpenAI's Responses API (codex family)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +127,17 @@ class Catalog:
         if nearest is None:
             self._discovered[name] = None
             return None
+        if found is not None:  # a dated or spelled-out name of a listed model (genai-prices says so): that model
+            same = next((self.models[n] for n, (gprov, info) in self._gp_models.items() if n in self.models
+                         and gprov.id == found[0].id and info.id == found[1].id), None)
+            if same is not None:
+                self._discovered[name] = same
+                return same
         window = found[1].context_window if found and found[1].context_window else nearest.context_window
         spec = ModelSpec(name=name, provider=nearest.provider, tier=nearest.tier, context_window=window,
                          capabilities=nearest.capabilities, family=nearest.family,
-                         prices_ref=found[1].id if found else None, discovered=True)
+                         prices_ref=found[1].id if found else None, discovered=True,
+                         api=default_api(nearest.provider, name))
         if found is not None:
             self._gp_models[name] = found
         self._discovered[name] = spec
@@ -185,6 +194,11 @@ def _family_prefix(name: str) -> str:
     """`claude-` of claude-opus-4-8, `gpt-` of gpt-5.5, `ollama/` of ollama/qwen3: what a provider's names share."""
     m = re.match(r"[A-Za-z]+[-/]", name)
     return m.group(0) if m else ""
+
+
+def default_api(provider: str, model: str) -> str:
+    """The API a model takes when the catalog does not say: OpenAI's codex models take only the Responses API."""
+    return "responses" if provider == "openai" and "codex" in model else "chat"
 
 
 def _rate(value: Decimal | gp.TieredPrices | None) -> Rate | None:
@@ -257,6 +271,7 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
             local=bool(p.get("local", False)),
             base_url=str(p.get("base_url", "")).rstrip("/"),
             api_key_env=str(p["api_key_env"]) if p.get("api_key_env") else None,
+            responses_api=bool(p.get("responses_api", False)),
         )
         for name, p in providers_raw.items()
     }
@@ -294,6 +309,13 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
         if not isinstance(window, int) or window <= 0:
             raise ConfigError(f"{where}.context_window must be a positive integer")
         discount = _dec(m.get("discount", "0"), f"{where}.discount", hi=Decimal(1))
+        api = str(m.get("api", default_api(provider_name, name)))
+        if api not in ("chat", "responses"):
+            raise ConfigError(f'{where}.api must be "chat" or "responses" (a model that accepts only OpenAI\'s '
+                              f"Responses API), not {api!r}")
+        if api == "responses" and provider.format != "openai":
+            raise ConfigError(f'{where}.api = "responses" needs an OpenAI-format provider, not {provider_name} '
+                              f"({provider.format})")
         fixed = _fixed_price(m["price"], f"{where}.price", provider) if "price" in m else None
         if fixed is not None and discount:
             fixed = fixed.with_discount(discount, f"config -{discount * 100}% negotiated")
@@ -313,6 +335,7 @@ def build_catalog(*layers: Mapping[str, Any]) -> Catalog:
             prices_ref=ref,
             fixed_price=fixed,
             discount=discount,
+            api=api,
         )
 
     catalog = Catalog(providers=providers, models=models, aliases=aliases, _gp_models=gp_models,

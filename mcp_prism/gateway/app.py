@@ -1,10 +1,12 @@
-"""The gateway: an ASGI app speaking the OpenAI and Anthropic wire formats.
+"""The gateway: an ASGI app speaking the OpenAI (Chat Completions and Responses) and Anthropic wire formats.
 
 Each chat request is routed by `PrismService.route_request`, forwarded through `ProviderClient`, and
 handed to the `Recorder` as it ends. When the client and the chosen provider speak the same format the
 body passes through with only `model` replaced (and, for OpenAI streams, usage asked for); otherwise it
-is translated through the neutral model in `providers.wire`. Raw ASGI rather than a framework because
-this runs on every request and a millisecond of CPU is the whole budget (benchmarks/bench_gateway.py).
+is translated through the neutral model in `providers.wire`. Which API a model is called with is
+`providers.registry.upstream_format`'s choice (codex models take only the Responses API). Raw ASGI rather
+than a framework because this runs on every request and a millisecond of CPU is the whole budget
+(benchmarks/bench_gateway.py).
 
 Auth: a virtual key (`mcp-prism keys create`, sent as Bearer or x-api-key) names the team, user and
 project a request is recorded and budgeted under. Keys are required unless the gateway was built
@@ -46,8 +48,9 @@ from mcp_prism.loop.batch import BatchService, run_batch_loop
 from mcp_prism.providers.client import ProviderClient
 from mcp_prism.providers.formats import anthropic as anthropic_format
 from mcp_prism.providers.formats import openai as openai_format
+from mcp_prism.providers.formats import responses as responses_format
 from mcp_prism.providers.prompt_cache import mark_cache_control
-from mcp_prism.providers.registry import FORMATS
+from mcp_prism.providers.registry import FORMATS, upstream_format
 from mcp_prism.providers.resilience import (
     CIRCUIT_STATE_VALUE,
     Attempt,
@@ -86,6 +89,8 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
 FORWARDED_ANTHROPIC_HEADERS = (b"anthropic-version", b"anthropic-beta")
+# SSE event names that end a stream passed through untouched (OpenAI chat streams end with `data: [DONE]`)
+_END_EVENTS = frozenset({"message_stop", *responses_format.TERMINAL_EVENTS})
 
 
 def _status_of(err: WireError) -> str:
@@ -165,6 +170,8 @@ class Gateway:
             ("POST", "/chat/completions"): self._openai_chat,
             ("POST", "/v1/messages"): self._anthropic_messages,
             ("POST", COUNT_TOKENS_PATH): self._count_tokens,
+            ("POST", "/v1/responses"): self._openai_responses,
+            ("POST", "/responses"): self._openai_responses,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
             ("GET", "/healthz"): self._health,
@@ -245,7 +252,7 @@ class Gateway:
                                                             f"{scope['method']} is not allowed on {scope['path']}"))
                 else:
                     await _error_for(scope, send, WireError(404, "not_found", f"no endpoint {scope['path']}: use "
-                                                            "/v1/chat/completions, /v1/messages, "
+                                                            "/v1/chat/completions, /v1/responses, /v1/messages, "
                                                             "/v1/messages/count_tokens or /v1/models"))
                 return
             try:
@@ -395,6 +402,14 @@ class Gateway:
             return
         await _respond(send, 200, raw, out_headers)
 
+    async def _openai_responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._chat(scope, receive, send, responses_format, "responses")
+
+    def _upstream(self, m: ModelSpec, client: str) -> tuple[str, ModuleType]:
+        """(format name, module) `m` is called with for a client speaking `client` (see `upstream_format`)."""
+        name = upstream_format(self.service.catalog, m, client)  # type: ignore[union-attr]
+        return name, FORMATS[name]
+
     async def _chat(self, scope: Scope, receive: Receive, send: Send, fmt: ModuleType, fmt_name: str) -> None:
         self.metrics.in_flight.inc()
         try:
@@ -430,11 +445,11 @@ class Gateway:
         except (ValueError, UnicodeDecodeError) as e:
             await self._refuse(send, r, WireError(400, "invalid_request", f"the request body is not valid JSON: {e}"))
             return
-        problem = _shape_problem(data)
+        problem = _shape_problem(data, "input" if fmt is responses_format else "messages")
         if problem:
             await self._refuse(send, r, WireError(400, "invalid_request", problem), data)
             return
-        text = person_text(data["messages"], limit=CLASSIFY_CHARS)
+        text = person_text(data["input" if fmt is responses_format else "messages"], limit=CLASSIFY_CHARS)
         try:
             d = await self.service.route_request(data["model"], text, task_hint=r.header(b"x-prism-task"),
                                                  context_tokens=len(body) // 4, classify_named=False)
@@ -478,6 +493,12 @@ class Gateway:
         assert self.batches is not None and self.service is not None
         header = r.header(b"x-prism-batch")
         if not header and not self.batches.task_types:
+            return False
+        if r.fmt is responses_format:  # the batch queue keeps Chat Completions and Messages requests only
+            if BatchService.header_asks(header):
+                await self._error(send, r, WireError(400, "invalid_request", "X-Prism-Batch is not supported on "
+                                                     "/v1/responses: send the request to /v1/chat/completions"))
+                return True
             return False
         task = d.task_type or self.service.classifier.classify(text).task_type
         if not self.batches.wants_batch(task, header):
@@ -567,7 +588,6 @@ class Gateway:
         fmt = r.fmt
         if self._capture_any if not d.task_type else self.service.task_types[d.task_type].capture_samples:
             r.prompt, r.response_text = r.text, []
-        cat = self.service.catalog
         stream = data.get("stream") is True
         targets = ordered_targets(d.model, d.fallbacks, name=lambda m: m.name)
         # Decided once from the client's own body (each target's copy may ask the provider for usage).
@@ -601,18 +621,20 @@ class Gateway:
                 raise
 
         def build_for(m: ModelSpec) -> httpx.Request:
-            pfmt = FORMATS[cat.providers[m.provider].format]
+            pname, pfmt = self._upstream(m, r.fmt_name)
             if pfmt is fmt:
                 body = {**data, "model": m.name}
                 if prompt_cache and pfmt is anthropic_format:
                     body = mark_cache_control(body)
+                elif pfmt is responses_format:  # reasoning minted from another provider's thinking: not OpenAI's
+                    body = responses_format.without_minted_reasoning(body)
                 client_usage[m.name] = True
                 if stream and fmt is openai_format:
                     client_usage[m.name] = opts.get("include_usage") is True
                     body["stream_options"] = {**opts, "include_usage": True}  # we need usage to record it
                 out = json.dumps(body, separators=(",", ":")).encode()
                 return self.providers.request(m.provider, m.name, out, stream=stream,  # type: ignore[union-attr]
-                                              extra_headers=extra)
+                                              extra_headers=extra, fmt=pname)
             neutral = neutral_request()
             # non-reasoning models reject the parameter
             req = neutral if "reasoning" in m.capabilities else replace(neutral, reasoning_effort=None)
@@ -621,7 +643,7 @@ class Gateway:
             if prompt_cache and pfmt is anthropic_format:
                 built = mark_cache_control(built)
             out = json.dumps(built, separators=(",", ":")).encode()
-            return self.providers.request(m.provider, m.name, out, stream=stream)  # type: ignore[union-attr]
+            return self.providers.request(m.provider, m.name, out, stream=stream, fmt=pname)  # type: ignore[union-attr]
 
         t_up = time.perf_counter()
         try:
@@ -637,7 +659,7 @@ class Gateway:
         resp = got.response
         if got.target is not d.model:  # a fallback answered: headers, record and cost name the model that did
             r.decision = d = replace(d, model=got.target, reason=f"{d.reason}; fell back to {got.target.name}")
-        pfmt = FORMATS[cat.providers[got.target.provider].format]
+        pfmt = self._upstream(got.target, r.fmt_name)[1]
         usage_wanted = client_usage[got.target.name]
         try:
             if resp.status_code >= 400:
@@ -719,8 +741,10 @@ class Gateway:
                 r.upstream_s = time.perf_counter() - t_up
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
-                usage = _partial_usage(state.usage(), r)
-                self._record(r, usage, "cancelled", error_type="client_disconnected")
+                if state.ended:  # the client hung up after the answer's last event (Codex does): a whole answer
+                    self._record(r, state.usage(), "ok")
+                else:
+                    self._record(r, _partial_usage(state.usage(), r), "cancelled", error_type="client_disconnected")
             watch.cancel()
         if pump.done() and not pump.cancelled():
             usage, status, err = pump.result()
@@ -757,8 +781,8 @@ class Gateway:
                             capture.feed(event, data)
                         if not (tracker.feed(event, data) and not client_usage):
                             kept.append((event, data))
-                        if data == "[DONE]" or event == "message_stop":
-                            ended = True
+                        if data == "[DONE]" or event in _END_EVENTS:
+                            ended = state.ended = True
                     if len(kept) < len(events):  # re-emit without the dropped chunk
                         chunk = b"".join(encode_sse(data, event) for event, data in kept)
                     if r.response_text is not None:
@@ -773,7 +797,7 @@ class Gateway:
                             capture.feed_events(decoded)
                         for ev in decoded:
                             if isinstance(ev, StreamEnd):
-                                ended = True
+                                ended = state.ended = True
                             if r.response_text is not None and isinstance(ev, TextDelta):
                                 r.response_text.append(ev.text)
                             parts.append(encoder.encode(ev))
@@ -788,7 +812,7 @@ class Gateway:
                 assert tracker is not None
                 for event, data in rest:
                     tracker.feed(event, data)
-                    ended = ended or data == "[DONE]" or event == "message_stop"
+                    ended = state.ended = ended or data == "[DONE]" or event in _END_EVENTS
                 if ended and capture is not None:
                     for event, data in rest:
                         capture.feed(event, data)
@@ -804,7 +828,7 @@ class Gateway:
                     if capture is not None:
                         capture.feed_events(decoded)
                     for ev in decoded:
-                        ended = ended or isinstance(ev, StreamEnd)
+                        ended = state.ended = ended or isinstance(ev, StreamEnd)
                         tail.append(encoder.encode(ev))
                 if ended and capture is not None:
                     await self._cache_stream(r, capture, state.usage())
@@ -870,8 +894,8 @@ class Gateway:
         self.recorder.record(Outcome(
             id=r.id, ts=r.ts, task_type=d.task_type, model=d.model.name, provider=d.model.provider, tokens=tokens,
             status=status, latency_ms=latency, upstream_ms=r.upstream_s * 1000,
-            route="passthrough" if FORMATS[self.service.catalog.providers[d.model.provider].format] is r.fmt  # type: ignore[union-attr]
-            else "translated", ttft_ms=ttft, error_type=error_type, rule_id=d.rule_id, rule_version=d.rule_version,
+            route="passthrough" if self._upstream(d.model, r.fmt_name)[1] is r.fmt else "translated",
+            ttft_ms=ttft, error_type=error_type, rule_id=d.rule_id, rule_version=d.rule_version,
             user=r.user, team=r.team, project=r.project,
             prompt=r.prompt, text=r.text if not d.task_type else None,
             response="".join(r.response_text) if r.response_text is not None else None, api_key_id=r.key_id,
@@ -915,6 +939,7 @@ class _PumpState:
 
     decoder: Any
     tracker: _PassthroughUsage | None
+    ended: bool = False  # the provider's stream reached its last event
 
     def usage(self) -> Usage:
         if self.tracker is not None:
@@ -952,6 +977,11 @@ class _PassthroughUsage:
 
     def feed(self, event: str | None, data: str) -> bool:
         """Take usage from this event; True when it is an OpenAI usage-only chunk."""
+        if self.fmt is responses_format:  # usage rides on the terminal event's response object
+            if event in responses_format.TERMINAL_EVENTS:
+                with contextlib.suppress(ValueError, AttributeError):
+                    self.usage = responses_format.usage_of(json.loads(data).get("response") or {})
+            return False
         if self.fmt is anthropic_format:
             if event == "message_start" or event == "message_delta":
                 try:
@@ -982,7 +1012,10 @@ class _PassthroughUsage:
                 obj = json.loads(data)
             except ValueError:
                 continue
-            if self.fmt is anthropic_format:
+            if self.fmt is responses_format:
+                if event == "response.output_text.delta" and isinstance(obj.get("delta"), str):
+                    out.append(obj["delta"])
+            elif self.fmt is anthropic_format:
                 delta = obj.get("delta") if event == "content_block_delta" else None
                 if isinstance(delta, dict) and isinstance(delta.get("text"), str):
                     out.append(delta["text"])
@@ -1044,16 +1077,19 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(parts)
 
 
-def _shape_problem(data: Any) -> str | None:
+def _shape_problem(data: Any, conversation: str = "messages") -> str | None:
     if not isinstance(data, dict):
         return "the request body must be a JSON object"
     model = data.get("model")
     if not isinstance(model, str) or not model.strip():
         return ("`model` is required: a model name, an alias, `auto` (route by the task), or "
                 f"`{TASK_PREFIX}<task_type>`")
-    messages = data.get("messages")
+    messages = data.get(conversation)
+    if conversation == "input" and isinstance(messages, str) and messages:
+        return None
     if not isinstance(messages, list) or not messages:
-        return "`messages` must be a non-empty list of messages"
+        return (f"`{conversation}` must be a non-empty list of messages" if conversation == "messages" else
+                "`input` must be a string or a non-empty list of input items")
     return None
 
 

@@ -201,9 +201,12 @@ class BatchService:
 
     def supports(self, model: str | ModelSpec) -> bool:
         spec = model if isinstance(model, ModelSpec) else self.svc.catalog.resolve(model)
-        return spec.provider in BATCH_APIS
+        return spec.provider in BATCH_APIS and spec.api != "responses"  # the queue sends Chat Completions
 
     def _check(self, spec: ModelSpec) -> None:
+        if spec.api == "responses":
+            raise InvalidInput(f"{spec.name} accepts only the Responses API, which the batch queue does not send: "
+                               "send the request without X-Prism-Batch, or name another model")
         if not self.supports(spec):
             raise InvalidInput(f"{spec.name} is served by {spec.provider}, whose batch API mcp_prism does not "
                                f"support (only {' and '.join(BATCH_APIS)}): send the request without "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -30,7 +29,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 import jsonschema
@@ -40,6 +38,7 @@ from mcp_prism.core import judge as J
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.providers.registry import FORMATS, upstream_format
 from mcp_prism.providers.wire import ChatRequest, Message, Text, WireError
 from mcp_prism.service import PrismService
 
@@ -527,13 +526,15 @@ class EvaluationService:
         return result
 
     # ---------------------------------------------------------------- judge
-    def _format(self, provider: str) -> ModuleType:
-        fmt = self.svc.catalog.providers[provider].format
-        return importlib.import_module(f"mcp_prism.providers.formats.{fmt}")
+    def _format(self, judge_model: str) -> str:
+        """The wire format the judge is called in (codex models take only the Responses API)."""
+        catalog = self.svc.catalog
+        return upstream_format(catalog, catalog.resolve(judge_model))
 
     async def _ask(self, judge_model: str, provider: str, system: str, user: str) -> tuple[str, TokenUsage, float]:
         """One judge call: (reply text, usage, latency ms). Retries rate limits and 5xx a couple of times."""
-        fmt = self._format(provider)
+        fmt_name = self._format(judge_model)
+        fmt = FORMATS[fmt_name]
         req = ChatRequest(model=judge_model, messages=[Message("user", [Text(user)])], system=[Text(system)],
                           max_tokens=JUDGE_MAX_TOKENS)
         body = json.dumps(fmt.build_request(req, judge_model), ensure_ascii=False).encode()
@@ -542,7 +543,7 @@ class EvaluationService:
         while True:
             started = time.monotonic()
             try:
-                resp = await client.send(client.request(provider, judge_model, body, stream=False))
+                resp = await client.send(client.request(provider, judge_model, body, stream=False, fmt=fmt_name))
                 try:
                     raw = await resp.aread()
                 finally:

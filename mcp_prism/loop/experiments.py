@@ -36,7 +36,7 @@ from mcp_prism.core.stats import DEFAULT_THRESHOLDS, SPRT, qualify
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import InvalidInput, PrismError, UnknownName
 from mcp_prism.providers.formats import openai as openai_format
-from mcp_prism.providers.registry import FORMATS
+from mcp_prism.providers.registry import FORMATS, upstream_format
 from mcp_prism.providers.wire import ChatRequest, Text, ToolCall, WireError
 from mcp_prism.results import RuleChange
 from mcp_prism.service import PrismService
@@ -638,7 +638,8 @@ class ExperimentService:
         catalog = self.svc.catalog
         spec = catalog.resolve(model)
         provider = catalog.providers[spec.provider]
-        fmt = FORMATS.get(provider.format)
+        fmt_name = upstream_format(catalog, spec)  # codex models take only the Responses API
+        fmt = FORMATS.get(fmt_name)
         if fmt is None:
             return _Outcome(False, error=f"provider {provider.name} speaks {provider.format}, which experiments "
                                  "cannot call")
@@ -647,7 +648,7 @@ class ExperimentService:
         try:
             req = _chat_request(prompt, spec.name)
             body = json.dumps(fmt.build_request(req, spec.name), separators=(",", ":")).encode()
-            resp = await client.send(client.request(provider.name, spec.name, body, stream=False))
+            resp = await client.send(client.request(provider.name, spec.name, body, stream=False, fmt=fmt_name))
             try:
                 raw = await resp.aread()
             finally:

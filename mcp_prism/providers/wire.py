@@ -51,12 +51,16 @@ class ToolResult:
 
 @dataclass(slots=True)
 class Thinking:
-    """Reasoning a provider returned (Anthropic thinking blocks). Dropped when crossing to a format
-    with no place for it; `signature` lets Anthropic verify it on the next turn."""
+    """Reasoning a provider returned (Anthropic thinking blocks, OpenAI Responses reasoning items). Dropped
+    when crossing to a format with no place for it; `signature` lets Anthropic verify it on the next turn,
+    `encrypted` (a Responses item's `encrypted_content`, with its `id`) lets OpenAI resume it: each is
+    meaningful to its own provider only."""
 
     text: str
     signature: str | None = None
     redacted: bool = False
+    encrypted: str | None = None
+    id: str | None = None
 
 
 Part = Text | Image | ToolCall | ToolResult | Thinking
