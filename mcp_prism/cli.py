@@ -348,13 +348,14 @@ def demo_text(d: Any, r: CostReport) -> str:
 def cmd_serve(settings: Settings, a: argparse.Namespace) -> int:
     from mcp_prism import mcp_server  # imported here: the other commands don't need the MCP SDK loaded
 
+    toolsets = mcp_server.env_toolsets(settings, a.toolsets)  # an unknown name fails here, before serving
     if a.http:
         env_hosts = os.environ.get("PRISM_ALLOWED_HOSTS", "")
         allowed = [*a.allowed_host, *(h.strip() for h in env_hosts.split(",") if h.strip())]
         mcp_server.serve_http(settings, host=a.host, port=a.port, token=os.environ.get("PRISM_TOKEN"),
-                              allowed_hosts=allowed)
+                              allowed_hosts=allowed, toolsets=toolsets)
     else:
-        mcp_server.serve_stdio(settings)
+        mcp_server.serve_stdio(settings, toolsets)
     return 0
 
 
@@ -418,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a host name clients use to reach the server (Host/Origin check); repeatable, "
                         "also PRISM_ALLOWED_HOSTS=a,b. The bearer token comes from PRISM_TOKEN.")
+    p.add_argument("--toolsets", metavar="NAMES", default=None,
+                   help="tools to offer besides the core ones (route_task, record_usage, record_quality, "
+                        "cost_report), comma-separated: rules, loop, data, team, or all (default: PRISM_TOOLSETS, "
+                        "else [mcp] toolsets in config.toml, else none)")
     p.set_defaults(serve=cmd_serve)
 
     p = add("gateway", "run the HTTP gateway: OpenAI (/v1/chat/completions) and Anthropic (/v1/messages) "
