@@ -107,28 +107,36 @@ def _compact(node: Any, *, keep_descriptions: bool, drop: tuple[str, ...] = (), 
                         for n, s in value.items()}
         else:
             out[key] = _compact(value, keep_descriptions=keep_descriptions, drop=drop, strip_null=strip_null)
-    any_of = out.get("anyOf")
-    if isinstance(any_of, list) and all(isinstance(s, dict) and isinstance(s.get("type"), str) for s in any_of):
-        if all(set(s) == {"type"} for s in any_of):  # anyOf: [{type: a}, {type: b}] -> type: [a, b]
-            del out["anyOf"]
-            out = {"type": [s["type"] for s in any_of], **out}
-        elif len(any_of) == 2 and any_of[1] == {"type": "null"} and not set(any_of[0]) & set(out):
-            # X or null -> X with null added to its type (and enum); min/max apply to numbers only
-            first = dict(any_of[0])
-            first["type"] = [first["type"], "null"]
-            if "enum" in first:
-                first["enum"] = [*first["enum"], None]
-            del out["anyOf"]
-            out = {**first, **out}
-    if "default" in out and out["default"] is None:
+    optional = "default" in out and out["default"] is None
+    if optional:
         del out["default"]
-        if strip_null and isinstance(out.get("type"), list) and "null" in out["type"]:
-            # an optional argument: leave it out rather than send null (the server takes both)
-            types = [t for t in out["type"] if t != "null"]
-            out["type"] = types[0] if len(types) == 1 else types
-            if "enum" in out:
-                out["enum"] = [v for v in out["enum"] if v is not None]
+    any_of = out.get("anyOf")
+    if isinstance(any_of, list):
+        if strip_null and optional:  # an optional argument: leave it out rather than send null
+            any_of = [s for s in any_of if s != {"type": "null"}]
+        out = _merge_any_of(out, any_of)
+    elif strip_null and optional and isinstance(out.get("type"), list) and "null" in out["type"]:
+        types = [t for t in out["type"] if t != "null"]
+        out["type"] = types[0] if len(types) == 1 else types
     return out
+
+
+def _merge_any_of(node: dict[str, Any], any_of: list[Any]) -> dict[str, Any]:
+    """`anyOf` written shorter where the meaning is the same: one branch merged into the node, plain
+    types as a type list, and `X or null` as X with null added to its type (and enum)."""
+    rest = {k: v for k, v in node.items() if k != "anyOf"}
+    if not all(isinstance(s, dict) and isinstance(s.get("type"), str) for s in any_of):
+        return {"anyOf": any_of, **rest}
+    if len(any_of) == 1 and not set(any_of[0]) & set(rest):
+        return {**any_of[0], **rest}
+    if all(set(s) == {"type"} for s in any_of):
+        return {"type": [s["type"] for s in any_of], **rest}
+    if len(any_of) == 2 and any_of[1] == {"type": "null"} and not set(any_of[0]) & set(rest):
+        first = {**any_of[0], "type": [any_of[0]["type"], "null"]}  # min/max apply to numbers only
+        if "enum" in first:
+            first["enum"] = [*first["enum"], None]
+        return {**first, **rest}
+    return {"anyOf": any_of, **rest}
 
 
 def _drop_refs(node: Any) -> Any:
