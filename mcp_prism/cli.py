@@ -42,7 +42,7 @@ Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
 # Each holds `register_commands(add, sub)`, adding subcommands whose handler is a `Handler` returning
 # (result, markdown text): the commands of one area of the optimisation loop, and install/uninstall.
 LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_evaluate", "mcp_prism.cli_analysis",
-                    "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.cli_team",
+                    "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.install_sync", "mcp_prism.cli_team",
                     "mcp_prism.cli_batch")
 
 
@@ -260,12 +260,22 @@ def read_json_arg(value: str, what: str, example: str, *, inline: bool = False) 
 async def cmd_rules_set(svc: PrismService, a: argparse.Namespace) -> Any:
     rule = read_json_arg(a.file, "rule", RULE_EXAMPLE)
     c = await svc.update_routing_rule(rule, author=a.author, reason=a.reason, evidence=a.evidence, dry_run=a.dry_run)
-    return c, show_change(c)
+    return c, await _synced(svc, c, show_change(c))
 
 
 async def cmd_rules_rollback(svc: PrismService, a: argparse.Namespace) -> Any:
     c = await svc.rollback_rule(a.task_type, a.to, author=a.author, reason=a.reason, dry_run=a.dry_run)
-    return c, show_change(c)
+    return c, await _synced(svc, c, show_change(c))
+
+
+async def _synced(svc: PrismService, c: RuleChange, text: str) -> str:
+    """A saved rule change reaches the models written into installed agents and commands (`mcp-prism sync`)."""
+    if c.dry_run:
+        return text
+    from mcp_prism.install_sync import after_rule_change
+
+    note = await after_rule_change(svc)
+    return f"{text}\n{note}" if note else text
 
 
 async def cmd_rules_history(svc: PrismService, a: argparse.Namespace) -> Any:
