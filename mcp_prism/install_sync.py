@@ -109,6 +109,8 @@ def _sync_one(home: Path, project: Path, tool: str, models: Any, task_types: lis
     try:
         manifest = _manifest(project)
         settings = (manifest or {}).get("tools", {}).get(tool) if tool in TOOLS else None
+        if manifest is None and (project / MANIFEST).is_file():  # damaged: install() says how to fix it
+            settings = {}
         if not isinstance(settings, dict):
             row.status, row.error = "forgotten", "no longer installed here (uninstalled or folder gone)"
             if not dry_run:
@@ -133,7 +135,7 @@ def _manifest(project: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return None  # install() reports a damaged manifest with the fix
+        return None
     return data if isinstance(data, dict) else None
 
 
