@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import real_client
+from fakes import run_fake_providers
 
 from mcp_prism import cli
 from mcp_prism.config import Settings
@@ -262,3 +265,37 @@ def test_promote_reaches_installed_agents(tmp_path: Path, home: Path, capsys: py
     assert "updated in 1 project(s)" in out
     assert model_of(proj / ".claude/agents/reviewer.md") == "claude-haiku-4-5"
     assert model_of(proj / ".claude/commands/review.md") == "claude-haiku-4-5"
+
+
+# ==================================================================== the real Claude Code CLI
+@pytest.mark.slow
+def test_claude_code_runs_review_on_the_rule_model_and_follows_a_rule_change(
+        tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`claude -p "/review ..."` (npm @anthropic-ai/claude-code, offline, straight at a fake Anthropic API: no
+    gateway) sends the installed command with the rule's model; after `rules set` it sends the new one."""
+    claude = real_client("claude")
+    proj = project(tmp_path, "proj")
+    (proj / "src").mkdir()
+    (proj / "src" / "app.py").write_text("def add(a, b):\n    return a - b\n")
+    # the MCP server is not under test here: a command that exits keeps Claude Code from waiting on it
+    assert prism(home, capsys, "install", "claude", "--dir", str(proj), "--mcp-command", "true")[0] == 0
+    cc_home = tmp_path / "cc-home"
+    (cc_home / ".claude").mkdir(parents=True)
+    with run_fake_providers() as fake:
+        env = {"PATH": os.environ["PATH"], "HOME": str(cc_home), "CLAUDE_CONFIG_DIR": str(cc_home / ".claude"),
+               "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+               "ANTHROPIC_BASE_URL": fake.base_url, "ANTHROPIC_API_KEY": str(fake.keys["anthropic"])}
+
+        def models_sent(prompt: str) -> set[str]:
+            fake.reset()
+            p = subprocess.run([str(claude), "-p", prompt, "--output-format", "json"], env=env, cwd=proj,
+                               capture_output=True, text=True, timeout=120)
+            assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+            return {c.body["model"] for c in fake.calls if c.path == "/v1/messages"}
+
+        default = models_sent("say hello")
+        assert models_sent("/review src/app.py") == {"claude-sonnet-4-5"} != default  # the rule's, not the default
+        rule = tmp_path / "rule.json"
+        rule.write_text(json.dumps({"task_type": "code_review", "primary": "claude-haiku-4-5"}))
+        assert prism(home, capsys, "rules", "set", str(rule), "--author", "a", "--reason", "qualified")[0] == 0
+        assert models_sent("/review src/app.py") == {"claude-haiku-4-5"}
