@@ -712,18 +712,24 @@ def _gateway_provider(gateway: str, task_types: Iterable[str]) -> dict[str, Any]
 def install(project: Path | str, tool: str, *, template: str | None = None, gateway: str | None = None,
             mcp_command: Sequence[str] | None = None, task_types: Iterable[str] | None = None,
             dry_run: bool = False, toolsets: Iterable[str] | str | None = None, models: RuleModels | None = None,
-            pin_models: bool = False) -> InstallResult:
+            pin_models: bool | None = None) -> InstallResult:
     """Install the skills package for `tool` (opencode | claude) into `project`. Idempotent.
 
     `toolsets`: MCP toolsets the server entry turns on besides core (PRISM_TOOLSETS in its environment).
     `models`: the rules' models (`rule_models`); Claude Code agents and commands get their task's model,
-    OpenCode ones the gateway alias with `gateway`, or with `pin_models` the rule's `provider/model`."""
+    OpenCode ones the gateway alias with `gateway`, or with `pin_models` the rule's `provider/model`.
+    `toolsets` and `pin_models` left as None keep what an earlier install recorded."""
     inst = Installer(Path(project), tool, dry_run=dry_run)
+    previous = inst.manifest["tools"].get(tool, {})
+    if toolsets is None:
+        toolsets = previous.get("toolsets") or ()
+    if pin_models is None:
+        pin_models = bool(previous.get("pin_models"))
     if template is not None and template not in TEMPLATES:
         raise InvalidInput(f"unknown template {template!r}; use one of: {', '.join(TEMPLATES)}")
     if gateway is not None:
         gateway = _gateway_root(gateway)
-    extra = [t for t in mcp_toolsets.parse(toolsets or (), "--toolsets") if t != mcp_toolsets.CORE]
+    extra = [t for t in mcp_toolsets.parse(toolsets, "--toolsets") if t != mcp_toolsets.CORE]
     command = list(mcp_command) if mcp_command else default_mcp_command()
     task_types = sorted(task_types) if task_types is not None else [t.name for t in BUILTIN_TASK_TYPES]
     base = TOOL_DIRS[tool]
@@ -749,7 +755,6 @@ def install(project: Path | str, tool: str, *, template: str | None = None, gate
     recorded = [v.get("gateway") for t, v in inst.manifest["tools"].items() if t != tool and v.get("gateway")]
     block = section_block(gateway or (recorded[0] if recorded else None))
     has_agents, has_claude = inst._read("AGENTS.md") is not None, inst._read("CLAUDE.md") is not None
-    previous = inst.manifest["tools"].get(tool, {})
     # The template recorded by an earlier run wins over a new guess, so a re-run never swaps templates.
     chosen = template or previous.get("template") or guess_template(inst.project)
     whole = template_text(chosen).replace(section_block(), block)
@@ -883,10 +888,12 @@ def register_commands(add: Callable[..., Any], sub: Any) -> None:
     p.add_argument("--toolsets", metavar="NAMES", default=None,
                    help="MCP toolsets the agent gets besides the core ones (route, record, cost report), "
                         "comma-separated: rules, loop, data, team, or all (e.g. loop,rules for the qualify-model "
-                        "skill); written as PRISM_TOOLSETS in the MCP server entry")
-    p.add_argument("--pin-models", action="store_true",
+                        "skill; `core` for none); written as PRISM_TOOLSETS in the MCP server entry (default: "
+                        "what an earlier install here chose)")
+    p.add_argument("--pin-models", action=argparse.BooleanOptionalAction, default=None,
                    help="OpenCode without --gateway: write each rule's provider/model into the commands and agents "
-                        "(OpenCode must have those providers); Claude Code always gets its rule's model")
+                        "(OpenCode must have those providers); Claude Code always gets its rule's model "
+                        "(default: what an earlier install here chose)")
     p.add_argument("--dry-run", action="store_true", help="list the changes; write nothing")
     p.set_defaults(handler=cmd_install)
 

@@ -118,8 +118,7 @@ def _sync_one(home: Path, project: Path, tool: str, models: Any, task_types: lis
             return row
         r = install(project, tool, template=settings.get("template"), gateway=settings.get("gateway"),
                     mcp_command=settings.get("mcp_command"), task_types=task_types, dry_run=dry_run,
-                    toolsets=settings.get("toolsets") or (), models=models,
-                    pin_models=bool(settings.get("pin_models")))
+                    models=models)  # toolsets and pin_models: as recorded
     except (PrismError, OSError) as e:  # one broken project must not stop the others (nor a rule change)
         row.status, row.error = "failed", str(e)
         return row

@@ -299,3 +299,18 @@ def test_claude_code_runs_review_on_the_rule_model_and_follows_a_rule_change(
         rule.write_text(json.dumps({"task_type": "code_review", "primary": "claude-haiku-4-5"}))
         assert prism(home, capsys, "rules", "set", str(rule), "--author", "a", "--reason", "qualified")[0] == 0
         assert models_sent("/review src/app.py") == {"claude-haiku-4-5"}
+
+
+def test_a_rerun_keeps_the_toolsets_and_pins_chosen_before(tmp_path: Path, home: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    proj = project(tmp_path, "p")
+    assert prism(home, capsys, "install", "opencode", "--dir", str(proj), "--toolsets", "team", "--pin-models")[0] == 0
+    before = snapshot(proj)
+    assert prism(home, capsys, "install", "opencode", "--dir", str(proj))[0] == 0
+    assert snapshot(proj) == before
+    assert prism(home, capsys, "install", "opencode", "--dir", str(proj), "--toolsets", "core",
+                 "--no-pin-models")[0] == 0
+    assert "environment" not in json.loads((proj / "opencode.json").read_text())["mcp"]["prism"]
+    assert model_of(proj / ".opencode/commands/review.md") is None
+    code, _, err = prism(home, capsys, "install", "opencode", "--dir", str(proj), "--toolsets", "budgets")
+    assert code == 2 and "unknown toolset 'budgets'" in err and "core, rules, loop, data, team, all" in err
