@@ -174,6 +174,15 @@ async def after_rule_change(svc: Any) -> str:
         return f"Installed projects not synced: {e}"
 
 
+async def noted(svc: Any, change: Any) -> Any:
+    """After a saved rule change made over MCP: sync, and add what happened to the change's notes."""
+    if not change.dry_run:
+        note = await after_rule_change(svc)
+        if note:
+            change.notes.append(note)
+    return change
+
+
 # ==================================================================== CLI
 async def cmd_sync(svc: Any, a: argparse.Namespace) -> tuple[SyncResult, str]:
     r = await sync(svc, dry_run=a.dry_run)

@@ -11,6 +11,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from mcp_prism import install_sync
 from mcp_prism.loop.experiments import (
     ExperimentInfo,
     ExperimentList,
@@ -115,9 +116,13 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         monitor_days: Annotated[int, Field(ge=1, le=365, description="Days to watch the new rule.")] = 14,
         auto_rollback: Annotated[bool, Field(description="Roll back if quality regresses.")] = False,
     ) -> PromoteResult:
-        return await tool("promote_candidate", lambda: experiments().promote(
-            experiment_id, candidate, author=author, reason=reason, monitor_days=monitor_days,
-            auto_rollback=auto_rollback))
+        async def promote() -> PromoteResult:
+            r = await experiments().promote(experiment_id, candidate, author=author, reason=reason,
+                                            monitor_days=monitor_days, auto_rollback=auto_rollback)
+            await install_sync.noted(get_service(), r.change)  # installed agents get the promoted model
+            return r
+
+        return await tool("promote_candidate", promote)
 
     @mcp.tool(
         title="List experiments",

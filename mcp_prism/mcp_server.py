@@ -31,7 +31,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from mcp_prism import __version__, mcp_toolsets
+from mcp_prism import __version__, install_sync, mcp_toolsets
 from mcp_prism.config import Settings, is_loopback
 from mcp_prism.core.rules import RULE_SCHEMA
 from mcp_prism.errors import ConfigError, PrismError, UnknownName
@@ -306,8 +306,13 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
         evidence: Annotated[str | None, Field(description="Experiment id, link or summary.")] = None,
         dry_run: Annotated[bool, Field(description="Validate and project only; write nothing.")] = False,
     ) -> RuleChange:
-        return await _tool("update_routing_rule", lambda: shared.get().update_routing_rule(
-            rule, author=author, reason=reason, evidence=evidence, dry_run=dry_run))
+        async def update() -> RuleChange:
+            svc = shared.get()
+            change = await svc.update_routing_rule(rule, author=author, reason=reason, evidence=evidence,
+                                                   dry_run=dry_run)
+            return await install_sync.noted(svc, change)  # installed agents' models follow the rule
+
+        return await _tool("update_routing_rule", update)
 
     # ------------------------------------------------------------------ rollback_routing_rule
     @tools.tool(
@@ -326,8 +331,12 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
         reason: Annotated[str, Field(description="Why (e.g. 'quality dropped after v3').")],
         dry_run: Annotated[bool, Field(description="Show the change only; write nothing.")] = False,
     ) -> RuleChange:
-        return await _tool("rollback_routing_rule", lambda: shared.get().rollback_rule(
-            task_type, to_version, author=author, reason=reason, dry_run=dry_run))
+        async def rollback() -> RuleChange:
+            svc = shared.get()
+            change = await svc.rollback_rule(task_type, to_version, author=author, reason=reason, dry_run=dry_run)
+            return await install_sync.noted(svc, change)
+
+        return await _tool("rollback_routing_rule", rollback)
 
     # ------------------------------------------------------------------ routing_rule_history
     @tools.tool(

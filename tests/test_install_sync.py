@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from conftest import real_client
 from fakes import run_fake_providers
+from mcp import Client
 
 from mcp_prism import cli
 from mcp_prism.config import Settings
 from mcp_prism.errors import InvalidInput
 from mcp_prism.install import MANIFEST, install, parse_frontmatter, uninstall
 from mcp_prism.install_sync import REGISTRY, installed
+from mcp_prism.mcp_server import build_server
 from mcp_prism.service import PrismService
 
 
@@ -314,3 +316,27 @@ def test_a_rerun_keeps_the_toolsets_and_pins_chosen_before(tmp_path: Path, home:
     assert model_of(proj / ".opencode/commands/review.md") is None
     code, _, err = prism(home, capsys, "install", "opencode", "--dir", str(proj), "--toolsets", "budgets")
     assert code == 2 and "unknown toolset 'budgets'" in err and "core, rules, loop, data, team, all" in err
+
+
+def test_rule_changes_over_mcp_sync_installed_projects_too(tmp_path: Path, home: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    proj = project(tmp_path, "p")
+    assert prism(home, capsys, "install", "claude", "--dir", str(proj))[0] == 0
+
+    async def over_mcp() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        async with Client(build_server(Settings.from_env({}, home=home), toolsets="rules")) as c:
+            args = {"rule": {"task_type": "code_review", "primary": "claude-opus-4-5"}, "author": "agent",
+                    "reason": "harder reviews"}
+            dry = await c.call_tool("update_routing_rule", {**args, "dry_run": True})
+            saved = await c.call_tool("update_routing_rule", args)
+            rolled = await c.call_tool("rollback_routing_rule", {"task_type": "test_generation", "to_version": 0,
+                                                                 "author": "agent", "reason": "noop"})
+            for r in (dry, saved, rolled):
+                assert not r.is_error, r.content
+            return dry.structured_content, saved.structured_content, rolled.structured_content  # type: ignore
+
+    dry, saved, rolled = asyncio.run(over_mcp())
+    assert not any("Installed agents" in n for n in dry["notes"])  # a dry run syncs nothing
+    assert any("file(s) updated in 1 project(s)" in n for n in saved["notes"])
+    assert model_of(proj / ".claude/commands/review.md") == "claude-opus-4-5"
+    assert any("0 file(s) updated" in n for n in rolled["notes"])
