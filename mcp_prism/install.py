@@ -812,8 +812,9 @@ def _model_notes(inst: Installer, tool: str, models: RuleModels | None, *, gatew
         off = [f"{t} ({models[t][0][0]})" for t in tasks
                if t in models and claude_model(t, models) in CLAUDE_TIER_MODELS.values()]
         if off:
-            inst.notes.append(f"Claude Code runs Anthropic models only: {', '.join(off)} use the tier's Claude model "
-                              "instead (through the gateway, requests follow the rule)")
+            inst.notes.append(f"Claude Code runs Anthropic models only: {', '.join(off)} run on the tier's Claude "
+                              "model (haiku/sonnet/opus) instead; to reach the rule's model, send Claude Code through "
+                              "the mcp-prism gateway with header routing (X-Prism-Task)")
     elif tool == "opencode" and not gateway and not pin:
         inst.notes.append("OpenCode runs the commands and agents on the session's model: add --pin-models to write "
                           "each rule's provider/model into them (OpenCode needs those providers), or --gateway "

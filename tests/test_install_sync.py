@@ -340,3 +340,14 @@ def test_rule_changes_over_mcp_sync_installed_projects_too(tmp_path: Path, home:
     assert any("file(s) updated in 1 project(s)" in n for n in saved["notes"])
     assert model_of(proj / ".claude/commands/review.md") == "claude-opus-4-5"
     assert any("0 file(s) updated" in n for n in rolled["notes"])
+
+
+def test_install_says_which_tasks_could_not_get_their_rule_model(tmp_path: Path) -> None:
+    models = {"code_review": [("gpt-5", "openai")], "test_generation": [("claude-haiku-4-5", "anthropic")]}
+    r = install(project(tmp_path, "c"), "claude", models=models)
+    assert any("Claude Code runs Anthropic models only: code_review (gpt-5) run on the tier's Claude model" in n
+               for n in r.notes)
+    r = install(project(tmp_path, "o"), "opencode", models={"code_review": [("acme-coder", "vllm")]}, pin_models=True)
+    assert any("no OpenCode provider for the models of" in n and "code_review" in n for n in r.notes)
+    r = install(project(tmp_path, "n"), "opencode", models=models)
+    assert any("add --pin-models" in n for n in r.notes)
