@@ -39,14 +39,14 @@ def parse(value: str | Iterable[str], where: str) -> tuple[str, ...]:
     names: list[str] = [CORE]
     for item in items:
         if not isinstance(item, str):
-            raise ConfigError(f"{where}: toolset names are strings, not {item!r}; valid: {VALID}")
+            raise ConfigError(f"{where}: toolset names are strings, not {str(item)[:40]!r}; valid: {VALID}")
         name = item.strip().lower()
         if not name:
             continue
         if name == ALL:
             return tuple(TOOLSETS)
         if name not in TOOLSETS:
-            raise ConfigError(f"{where}: unknown toolset {item.strip()!r}; valid toolsets: {VALID} "
+            raise ConfigError(f"{where}: unknown toolset {item.strip()[:40]!r}; valid toolsets: {VALID} "
                               f"(e.g. --toolsets loop,team)")
         if name not in names:
             names.append(name)
