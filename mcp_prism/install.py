@@ -294,7 +294,7 @@ _MISSING = object()
 class Installer:
     """Plans the changes for one tool in one project, then applies them (unless a dry run)."""
 
-    def __init__(self, project: Path, tool: str, *, dry_run: bool = False) -> None:
+    def __init__(self, project: Path, tool: str, *, dry_run: bool = False, refresh: bool = False) -> None:
         if tool not in TOOLS:
             raise InvalidInput(f"unknown tool {tool!r}; use one of: {', '.join(TOOLS)}")
         project = project.expanduser()
@@ -303,6 +303,7 @@ class Installer:
         self.project = project.resolve()
         self.tool = tool
         self.dry_run = dry_run
+        self.refresh = refresh  # `mcp-prism sync`: what the user deleted since install stays deleted
         self.manifest = self._load_manifest()
         self.entries: dict[str, Any] = self.manifest["tools"].get(tool, {}).get("files", {})
         self.new_entries: dict[str, Any] = {}
@@ -354,9 +355,18 @@ class Installer:
                 parent = parent.parent
 
     # ---------------------------------------------------------------- whole files (commands, skills, agents)
+    def _deleted_by_user(self, rel: str, old: str | None, entry: dict[str, Any] | None) -> bool:
+        if not (self.refresh and old is None and entry):
+            return False
+        self._change("keep", rel, "deleted since mcp-prism installed it; `mcp-prism install` puts it back")
+        self.new_entries[rel] = entry
+        return True
+
     def file(self, rel: str, content: str) -> None:
         old, entry = self._read(rel), self.entries.get(rel) or self._shared_entry(rel)
         record = {"kind": "file", "sha256": _sha(content)}
+        if self._deleted_by_user(rel, old, entry):
+            return
         if old is None:
             self._write(rel, content)
             self._change("create", rel)
@@ -385,6 +395,8 @@ class Installer:
     def instructions(self, rel: str, whole: str | None, block: str) -> None:
         """`whole` is written when `rel` does not exist; otherwise the marked `block` is added or updated."""
         old, entry = self._read(rel), self.entries.get(rel) or self._shared_entry(rel)
+        if self._deleted_by_user(rel, old, entry):
+            return
         if old is None:
             if whole is None:
                 return
@@ -428,6 +440,8 @@ class Installer:
         """Merge `values` (key path -> value) into the JSON object in `rel`, keeping every other key."""
         old_text = self._read(rel)
         entry = self.entries.get(rel) or {}
+        if self._deleted_by_user(rel, old_text, entry):
+            return
         owned: dict[str, Any] = dict(entry.get("keys", {}))
         created = bool(entry.get("created")) or old_text is None
         if created:  # a file we created also carries its head keys (OpenCode's `$schema`)
@@ -712,14 +726,15 @@ def _gateway_provider(gateway: str, task_types: Iterable[str]) -> dict[str, Any]
 def install(project: Path | str, tool: str, *, template: str | None = None, gateway: str | None = None,
             mcp_command: Sequence[str] | None = None, task_types: Iterable[str] | None = None,
             dry_run: bool = False, toolsets: Iterable[str] | str | None = None, models: RuleModels | None = None,
-            pin_models: bool | None = None) -> InstallResult:
+            pin_models: bool | None = None, refresh: bool = False) -> InstallResult:
     """Install the skills package for `tool` (opencode | claude) into `project`. Idempotent.
 
     `toolsets`: MCP toolsets the server entry turns on besides core (PRISM_TOOLSETS in its environment).
     `models`: the rules' models (`rule_models`); Claude Code agents and commands get their task's model,
     OpenCode ones the gateway alias with `gateway`, or with `pin_models` the rule's `provider/model`.
-    `toolsets` and `pin_models` left as None keep what an earlier install recorded."""
-    inst = Installer(Path(project), tool, dry_run=dry_run)
+    `toolsets` and `pin_models` left as None keep what an earlier install recorded. `refresh` (sync):
+    files the user deleted since are not put back."""
+    inst = Installer(Path(project), tool, dry_run=dry_run, refresh=refresh)
     previous = inst.manifest["tools"].get(tool, {})
     if toolsets is None:
         toolsets = previous.get("toolsets") or ()

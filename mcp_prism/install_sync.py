@@ -118,7 +118,7 @@ def _sync_one(home: Path, project: Path, tool: str, models: Any, task_types: lis
             return row
         r = install(project, tool, template=settings.get("template"), gateway=settings.get("gateway"),
                     mcp_command=settings.get("mcp_command"), task_types=task_types, dry_run=dry_run,
-                    models=models)  # toolsets and pin_models: as recorded
+                    models=models, refresh=True)  # toolsets and pin_models: as recorded
     except (PrismError, OSError) as e:  # one broken project must not stop the others (nor a rule change)
         row.status, row.error = "failed", str(e)
         return row
@@ -157,7 +157,8 @@ def summary(r: SyncResult) -> str:
     synced = [p for p in r.projects if p.status == "synced"]
     text = (f"Installed agents and commands: {r.updated} file(s) updated in {len(synced)} project(s) "
             "(`mcp-prism sync` shows details).")
-    kept = [f"{Path(p.project) / c.path}" for p in synced for c in p.kept if c.path.endswith(".md")]
+    kept = [f"{Path(p.project) / c.path}" for p in synced for c in p.kept
+            if c.path.endswith(".md") and c.detail.startswith("edited")]
     if kept:
         text += f" Kept, because you edited them (update their model: by hand): {', '.join(kept)}."
     failed = [f"{p.project} ({p.error})" for p in r.projects if p.status == "failed"]

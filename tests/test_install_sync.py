@@ -192,6 +192,15 @@ def test_install_writes_each_tasks_model_and_sync_follows_rule_changes(
     assert code == 0 and snapshot(claude) == before
     assert ".claude/agents/reviewer.md: edited since mcp-prism installed it" in out
 
+    # a command the developer deleted stays deleted (only `mcp-prism install` puts it back)
+    (claude / ".claude/commands/docs.md").unlink()
+    (claude / ".mcp.json").unlink()
+    code, out, _ = prism(home, capsys, "sync")
+    assert ".claude/commands/docs.md: deleted since mcp-prism installed it" in out
+    assert not (claude / ".claude/commands/docs.md").exists() and not (claude / ".mcp.json").exists()
+    assert prism(home, capsys, "install", "claude", "--dir", str(claude))[0] == 0
+    assert (claude / ".claude/commands/docs.md").exists() and (claude / ".mcp.json").exists()
+
 
 def test_sync_dry_run_writes_nothing_then_sync_catches_up(tmp_path: Path, home: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
