@@ -42,7 +42,7 @@ Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
 # Each holds `register_commands(add, sub)`, adding subcommands whose handler is a `Handler` returning
 # (result, markdown text): the commands of one area of the optimisation loop, and install/uninstall.
 LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_evaluate", "mcp_prism.cli_analysis",
-                    "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.cli_team",
+                    "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.install_sync", "mcp_prism.cli_team",
                     "mcp_prism.cli_batch", "mcp_prism.cli_history")
 
 
@@ -260,12 +260,22 @@ def read_json_arg(value: str, what: str, example: str, *, inline: bool = False) 
 async def cmd_rules_set(svc: PrismService, a: argparse.Namespace) -> Any:
     rule = read_json_arg(a.file, "rule", RULE_EXAMPLE)
     c = await svc.update_routing_rule(rule, author=a.author, reason=a.reason, evidence=a.evidence, dry_run=a.dry_run)
-    return c, show_change(c)
+    return c, await _synced(svc, c, show_change(c))
 
 
 async def cmd_rules_rollback(svc: PrismService, a: argparse.Namespace) -> Any:
     c = await svc.rollback_rule(a.task_type, a.to, author=a.author, reason=a.reason, dry_run=a.dry_run)
-    return c, show_change(c)
+    return c, await _synced(svc, c, show_change(c))
+
+
+async def _synced(svc: PrismService, c: RuleChange, text: str) -> str:
+    """A saved rule change reaches the models written into installed agents and commands (`mcp-prism sync`)."""
+    if c.dry_run:
+        return text
+    from mcp_prism.install_sync import after_rule_change
+
+    note = await after_rule_change(svc)
+    return f"{text}\n{note}" if note else text
 
 
 async def cmd_rules_history(svc: PrismService, a: argparse.Namespace) -> Any:
@@ -348,13 +358,14 @@ def demo_text(d: Any, r: CostReport) -> str:
 def cmd_serve(settings: Settings, a: argparse.Namespace) -> int:
     from mcp_prism import mcp_server  # imported here: the other commands don't need the MCP SDK loaded
 
+    toolsets = mcp_server.env_toolsets(settings, a.toolsets)  # an unknown name fails here, before serving
     if a.http:
         env_hosts = os.environ.get("PRISM_ALLOWED_HOSTS", "")
         allowed = [*a.allowed_host, *(h.strip() for h in env_hosts.split(",") if h.strip())]
         mcp_server.serve_http(settings, host=a.host, port=a.port, token=os.environ.get("PRISM_TOKEN"),
-                              allowed_hosts=allowed)
+                              allowed_hosts=allowed, toolsets=toolsets)
     else:
-        mcp_server.serve_stdio(settings)
+        mcp_server.serve_stdio(settings, toolsets)
     return 0
 
 
@@ -418,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a host name clients use to reach the server (Host/Origin check); repeatable, "
                         "also PRISM_ALLOWED_HOSTS=a,b. The bearer token comes from PRISM_TOKEN.")
+    p.add_argument("--toolsets", metavar="NAMES", default=None,
+                   help="tools to offer besides the core ones (route_task, record_usage, record_quality, "
+                        "cost_report), comma-separated: rules, loop, data, team, or all (default: PRISM_TOOLSETS, "
+                        "else [mcp] toolsets in config.toml, else none)")
     p.set_defaults(serve=cmd_serve)
 
     p = add("gateway", "run the HTTP gateway: OpenAI (/v1/chat/completions) and Anthropic (/v1/messages) "

@@ -91,9 +91,12 @@ async def cmd_report(svc: PrismService, a: argparse.Namespace) -> Any:
 
 
 async def cmd_promote(svc: PrismService, a: argparse.Namespace) -> Any:
+    from mcp_prism.install_sync import after_rule_change
+
     r = await ExperimentService(svc).promote(a.experiment_id, a.candidate, author=a.author, reason=a.reason,
                                              monitor_days=a.monitor_days, auto_rollback=a.auto_rollback)
-    return r, promote_markdown(r)
+    note = await after_rule_change(svc)  # the promoted model reaches installed agents that skip the gateway
+    return r, promote_markdown(r) + (f"\n\n{note}" if note else "")
 
 
 async def cmd_list(svc: PrismService, a: argparse.Namespace) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import shlex
 import sys
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
+from mcp_prism import mcp_toolsets
 from mcp_prism.core.tasks import BUILTIN_TASK_TYPES, Tier
 from mcp_prism.errors import InvalidInput
 
@@ -292,7 +294,7 @@ _MISSING = object()
 class Installer:
     """Plans the changes for one tool in one project, then applies them (unless a dry run)."""
 
-    def __init__(self, project: Path, tool: str, *, dry_run: bool = False) -> None:
+    def __init__(self, project: Path, tool: str, *, dry_run: bool = False, refresh: bool = False) -> None:
         if tool not in TOOLS:
             raise InvalidInput(f"unknown tool {tool!r}; use one of: {', '.join(TOOLS)}")
         project = project.expanduser()
@@ -301,6 +303,7 @@ class Installer:
         self.project = project.resolve()
         self.tool = tool
         self.dry_run = dry_run
+        self.refresh = refresh  # `mcp-prism sync`: what the user deleted since install stays deleted
         self.manifest = self._load_manifest()
         self.entries: dict[str, Any] = self.manifest["tools"].get(tool, {}).get("files", {})
         self.new_entries: dict[str, Any] = {}
@@ -309,11 +312,25 @@ class Installer:
         self.notes: list[str] = []
         self.new_dirs: list[str] = []
 
+    # ---------------------------------------------------------------- confinement
+    def _confine(self, rel: str) -> Path:
+        """`project/rel`, refused when a symlink on the way (the file or a folder) leads out of the project:
+        a hostile or careless link must not make install write, merge or append anywhere else."""
+        path = self.project / rel
+        if Path(os.path.realpath(path)).is_relative_to(self.project):
+            return path
+        link = next((p for p in [*reversed(path.parents), path] if p.is_relative_to(self.project) and p.is_symlink()),
+                    path)
+        raise InvalidInput(
+            f"{link} is a symlink to {os.path.realpath(link)}, outside the project {self.project}; mcp-prism writes "
+            f"only inside the project, so nothing was written (it would have written {rel}). Replace the link with "
+            "a real file or folder, or run the command in the project the link points to")
+
     # ---------------------------------------------------------------- file state (pending writes first)
     def _read(self, rel: str) -> str | None:
         if rel in self.writes:
             return self.writes[rel]
-        path = self.project / rel
+        path = self._confine(rel)
         if not path.is_file():
             return None
         try:
@@ -328,6 +345,7 @@ class Installer:
         self.changes.append(InstallChange(action=action, path=rel, detail=detail))
 
     def _write(self, rel: str, text: str | None) -> None:
+        self._confine(rel)
         self.writes[rel] = text
         if text is not None:
             parent = PurePosixPath(rel).parent
@@ -337,9 +355,18 @@ class Installer:
                 parent = parent.parent
 
     # ---------------------------------------------------------------- whole files (commands, skills, agents)
+    def _deleted_by_user(self, rel: str, old: str | None, entry: dict[str, Any] | None) -> bool:
+        if not (self.refresh and old is None and entry):
+            return False
+        self._change("keep", rel, "deleted since mcp-prism installed it; `mcp-prism install` puts it back")
+        self.new_entries[rel] = entry
+        return True
+
     def file(self, rel: str, content: str) -> None:
         old, entry = self._read(rel), self.entries.get(rel) or self._shared_entry(rel)
         record = {"kind": "file", "sha256": _sha(content)}
+        if self._deleted_by_user(rel, old, entry):
+            return
         if old is None:
             self._write(rel, content)
             self._change("create", rel)
@@ -368,6 +395,8 @@ class Installer:
     def instructions(self, rel: str, whole: str | None, block: str) -> None:
         """`whole` is written when `rel` does not exist; otherwise the marked `block` is added or updated."""
         old, entry = self._read(rel), self.entries.get(rel) or self._shared_entry(rel)
+        if self._deleted_by_user(rel, old, entry):
+            return
         if old is None:
             if whole is None:
                 return
@@ -411,6 +440,8 @@ class Installer:
         """Merge `values` (key path -> value) into the JSON object in `rel`, keeping every other key."""
         old_text = self._read(rel)
         entry = self.entries.get(rel) or {}
+        if self._deleted_by_user(rel, old_text, entry):
+            return
         owned: dict[str, Any] = dict(entry.get("keys", {}))
         created = bool(entry.get("created")) or old_text is None
         if created:  # a file we created also carries its head keys (OpenCode's `$schema`)
@@ -547,7 +578,7 @@ class Installer:
 
     # ---------------------------------------------------------------- manifest and writing
     def _load_manifest(self) -> dict[str, Any]:
-        path = self.project / MANIFEST
+        path = self._confine(MANIFEST)
         if not path.is_file():
             return {"format": MANIFEST_FORMAT, "tools": {}}
         try:
@@ -583,6 +614,8 @@ class Installer:
             self._write(MANIFEST, None)
         if self.dry_run:
             return
+        for rel in self.writes:  # checked again right before writing: links may have appeared since planning
+            self._confine(rel)
         for rel, text in self.writes.items():
             path = self.project / rel
             if text is None:
@@ -599,7 +632,7 @@ class Installer:
         mine = set(self.manifest["tools"].get(self.tool, {}).get("dirs", [])) | {".mcp-prism"}
         for rel in sorted(mine - kept, key=lambda d: -d.count("/")):
             path = self.project / rel
-            if path.is_dir() and not any(path.iterdir()):
+            if Path(os.path.realpath(path)).is_relative_to(self.project) and path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
 
     def result(self, **kw: Any) -> InstallResult:
@@ -607,30 +640,75 @@ class Installer:
                              notes=self.notes, **kw)
 
 
+# ==================================================================== which model each agent and command runs on
+# A rule's models in order (primary, then fallbacks), each (model name, catalog provider), by task type:
+# what `mcp-prism install` and `mcp-prism sync` write into the `model:` frontmatter.
+RuleModels = dict[str, list[tuple[str, str]]]
+# Catalog providers OpenCode knows by the same id (models.dev ids); others have no built-in provider.
+OPENCODE_PROVIDERS = {"anthropic": "anthropic", "openai": "openai", "google": "google", "mistral": "mistral",
+                      "deepseek": "deepseek", "xai": "xai", "groq": "groq"}
+
+
+def claude_model(task_type: str | None, models: RuleModels | None) -> str | None:
+    """Claude Code runs Anthropic models only: the rule's first Anthropic model (full id), else the
+    tier's alias (haiku/sonnet/opus)."""
+    if not task_type:
+        return None
+    for name, provider in (models or {}).get(task_type, []):
+        if provider == "anthropic":
+            return name
+    tier = _task_tiers().get(task_type)
+    return CLAUDE_TIER_MODELS[tier] if tier is not None else None
+
+
+def opencode_model(task_type: str | None, models: RuleModels | None, *, gateway: bool, pin: bool) -> str | None:
+    """OpenCode's `provider/model`: through the gateway its task alias (follows the rule by itself);
+    with `pin`, the rule's first model of a provider OpenCode has built in; otherwise none (the session's)."""
+    if not task_type:
+        return None
+    if gateway:
+        return f"{PROVIDER_ID}/prism/{task_type}"
+    if pin:
+        for name, provider in (models or {}).get(task_type, []):
+            if provider in OPENCODE_PROVIDERS:
+                return f"{OPENCODE_PROVIDERS[provider]}/{name}"
+    return None
+
+
+async def rule_models(svc: Any) -> RuleModels:
+    """The models of every rule in force, read through the service (canonical names and providers)."""
+    out: RuleModels = {}
+    for task_type, active in (await svc.rules(fresh=True)).items():
+        rule = active.rule
+        names = [rule.primary, *rule.fallbacks]
+        out[task_type] = [(n, svc.catalog.resolve(n).provider) for n in names]
+    return out
+
+
 # ==================================================================== what each tool gets
-def _opencode_agent(doc: Doc, gateway: bool) -> str:
+def _opencode_agent(doc: Doc, model: str | None) -> str:
     meta: dict[str, Any] = {"description": doc.meta["description"], "mode": "subagent"}
-    if gateway and doc.task_type:
-        meta["model"] = f"{PROVIDER_ID}/prism/{doc.task_type}"
+    if model:
+        meta["model"] = model
     tools = {t.strip() for t in str(doc.meta.get("tools", "")).split(",")}
     if not tools & {"Edit", "Write", "MultiEdit"}:
         meta["permission"] = {"edit": "deny"}
     return render_frontmatter(meta, doc.body)
 
 
-def _claude_agent(doc: Doc) -> str:
+def _claude_agent(doc: Doc, models: RuleModels | None = None) -> str:
     meta = dict(doc.meta)
-    tier = _task_tiers().get(doc.task_type or "")
-    if tier is not None:
-        meta["model"] = CLAUDE_TIER_MODELS[tier]
+    model = claude_model(doc.task_type, models)
+    if model is not None:
+        meta["model"] = model
     return render_frontmatter(meta, doc.body)
 
 
-def _opencode_command(doc: Doc, gateway: bool) -> str:
-    if not (gateway and doc.task_type):
+def _with_model(doc: Doc, model: str | None) -> str:
+    """A command with its task's model in the frontmatter (Claude Code and OpenCode both read `model:`)."""
+    if not model:
         return doc.text
-    # Through the gateway, the command's own requests are routed and recorded under its task type.
-    return render_frontmatter({**doc.meta, "model": f"{PROVIDER_ID}/prism/{doc.task_type}"}, doc.body)
+    return render_frontmatter({**doc.meta, "model": model}, doc.body)
 
 
 def _gateway_provider(gateway: str, task_types: Iterable[str]) -> dict[str, Any]:
@@ -647,25 +725,44 @@ def _gateway_provider(gateway: str, task_types: Iterable[str]) -> dict[str, Any]
 
 def install(project: Path | str, tool: str, *, template: str | None = None, gateway: str | None = None,
             mcp_command: Sequence[str] | None = None, task_types: Iterable[str] | None = None,
-            dry_run: bool = False) -> InstallResult:
-    """Install the skills package for `tool` (opencode | claude) into `project`. Idempotent."""
-    inst = Installer(Path(project), tool, dry_run=dry_run)
+            dry_run: bool = False, toolsets: Iterable[str] | str | None = None, models: RuleModels | None = None,
+            pin_models: bool | None = None, refresh: bool = False) -> InstallResult:
+    """Install the skills package for `tool` (opencode | claude) into `project`. Idempotent.
+
+    `toolsets`: MCP toolsets the server entry turns on besides core (PRISM_TOOLSETS in its environment).
+    `models`: the rules' models (`rule_models`); Claude Code agents and commands get their task's model,
+    OpenCode ones the gateway alias with `gateway`, or with `pin_models` the rule's `provider/model`.
+    `toolsets` and `pin_models` left as None keep what an earlier install recorded. `refresh` (sync):
+    files the user deleted since are not put back."""
+    inst = Installer(Path(project), tool, dry_run=dry_run, refresh=refresh)
+    previous = inst.manifest["tools"].get(tool, {})
+    if toolsets is None:
+        toolsets = previous.get("toolsets") or ()
+    if pin_models is None:
+        pin_models = bool(previous.get("pin_models"))
     if template is not None and template not in TEMPLATES:
         raise InvalidInput(f"unknown template {template!r}; use one of: {', '.join(TEMPLATES)}")
     if gateway is not None:
         gateway = _gateway_root(gateway)
+    extra = [t for t in mcp_toolsets.parse(toolsets, "--toolsets") if t != mcp_toolsets.CORE]
     command = list(mcp_command) if mcp_command else default_mcp_command()
     task_types = sorted(task_types) if task_types is not None else [t.name for t in BUILTIN_TASK_TYPES]
     base = TOOL_DIRS[tool]
 
+    def model_for(task_type: str | None) -> str | None:
+        if tool == "claude":
+            return claude_model(task_type, models) if models is not None else None  # None: shipped text
+        return opencode_model(task_type, models, gateway=gateway is not None, pin=pin_models)
+
     for name, doc in commands().items():
-        text = _opencode_command(doc, gateway is not None) if tool == "opencode" else doc.text
-        inst.file(f"{base}/commands/{name}.md", text)
+        inst.file(f"{base}/commands/{name}.md", _with_model(doc, model_for(doc.task_type)))
     for name, doc in skills().items():
         inst.file(f"{base}/skills/{name}/SKILL.md", doc.text)
     for name, doc in agents().items():
-        text = _opencode_agent(doc, gateway is not None) if tool == "opencode" else _claude_agent(doc)
+        text = (_opencode_agent(doc, model_for(doc.task_type)) if tool == "opencode"
+                else _claude_agent(doc, models))
         inst.file(f"{base}/agents/{name}.md", text)
+    _model_notes(inst, tool, models, gateway=gateway is not None, pin=pin_models)
 
     # Instructions: keep the file the tool already reads; create AGENTS.md (+ CLAUDE.md pointer) otherwise.
     # One section per project: it mentions the gateway when any tool here was installed with one, so
@@ -673,7 +770,6 @@ def install(project: Path | str, tool: str, *, template: str | None = None, gate
     recorded = [v.get("gateway") for t, v in inst.manifest["tools"].items() if t != tool and v.get("gateway")]
     block = section_block(gateway or (recorded[0] if recorded else None))
     has_agents, has_claude = inst._read("AGENTS.md") is not None, inst._read("CLAUDE.md") is not None
-    previous = inst.manifest["tools"].get(tool, {})
     # The template recorded by an earlier run wins over a new guess, so a re-run never swaps templates.
     chosen = template or previous.get("template") or guess_template(inst.project)
     whole = template_text(chosen).replace(section_block(), block)
@@ -691,16 +787,18 @@ def install(project: Path | str, tool: str, *, template: str | None = None, gate
         inst.notes.append(f"--template {template} not used: the project already has its instructions file, "
                           "so only the mcp_prism section was added to it")
 
+    env = {mcp_toolsets.ENV: ",".join(extra)} if extra else {}
     if tool == "opencode":
-        values: dict[tuple[str, ...], Any] = {
-            ("mcp", SERVER_NAME): {"type": "local", "command": command, "enabled": True},
-        }
+        server: dict[str, Any] = {"type": "local", "command": command, "enabled": True}
+        if env:
+            server["environment"] = env
+        values: dict[tuple[str, ...], Any] = {("mcp", SERVER_NAME): server}
         if gateway:
             values[("provider", PROVIDER_ID)] = _gateway_provider(gateway, task_types)
             values[("model",)] = f"{PROVIDER_ID}/auto"
         inst.json_keys("opencode.json", values, new_file_head={"$schema": OPENCODE_SCHEMA})
     else:
-        values = {("mcpServers", SERVER_NAME): {"command": command[0], "args": command[1:], "env": {}}}
+        values = {("mcpServers", SERVER_NAME): {"command": command[0], "args": command[1:], "env": env}}
         inst.json_keys(".mcp.json", values, new_file_head={})
     inst.remove_stale()
 
@@ -717,8 +815,30 @@ def install(project: Path | str, tool: str, *, template: str | None = None, gate
                               "starting `claude` (a local `mcp-prism gateway --no-auth` needs no key).")
     if any(c.path == "AGENTS.md" and c.action == "create" for c in inst.changes):
         inst.notes.append(f"AGENTS.md was created from the {chosen} template: fill in its <...> placeholders.")
-    inst.finish({"template": used_template, "gateway": gateway, "mcp_command": command})
+    inst.finish({"template": used_template, "gateway": gateway, "mcp_command": command, "toolsets": extra,
+                 "pin_models": pin_models})
     return inst.result(template=used_template, gateway=gateway)
+
+
+def _model_notes(inst: Installer, tool: str, models: RuleModels | None, *, gateway: bool, pin: bool) -> None:
+    """Say where an agent or command could not get its rule's model, and how to change that."""
+    tasks = sorted({d.task_type for d in [*commands().values(), *agents().values()] if d.task_type})
+    if tool == "claude" and models is not None:
+        off = [f"{t} ({models[t][0][0]})" for t in tasks
+               if t in models and claude_model(t, models) in CLAUDE_TIER_MODELS.values()]
+        if off:
+            inst.notes.append(f"Claude Code runs Anthropic models only: {', '.join(off)} run on the tier's Claude "
+                              "model (haiku/sonnet/opus) instead; to reach the rule's model, send Claude Code through "
+                              "the mcp-prism gateway with header routing (X-Prism-Task)")
+    elif tool == "opencode" and not gateway and not pin:
+        inst.notes.append("OpenCode runs the commands and agents on the session's model: add --pin-models to write "
+                          "each rule's provider/model into them (OpenCode needs those providers), or --gateway "
+                          "to route them through the mcp-prism gateway")
+    elif tool == "opencode" and pin and models is not None and not gateway:
+        off = [t for t in tasks if opencode_model(t, models, gateway=False, pin=True) is None]
+        if off:
+            inst.notes.append(f"no OpenCode provider for the models of {', '.join(off)}: those run on the session's "
+                              "model")
 
 
 def uninstall(project: Path | str, tool: str, *, dry_run: bool = False) -> InstallResult:
@@ -747,14 +867,23 @@ def _mcp_command_arg(value: str) -> list[str]:
 
 
 async def cmd_install(svc: Any, a: argparse.Namespace) -> tuple[InstallResult, str]:
+    from mcp_prism import install_sync
+
     task_types = getattr(svc, "task_types", None)  # team task types from the config get gateway aliases too
     r = install(a.dir, a.tool, template=a.template, gateway=a.gateway, mcp_command=a.mcp_command,
-                task_types=list(task_types) if task_types else None, dry_run=a.dry_run)
+                task_types=list(task_types) if task_types else None, dry_run=a.dry_run, toolsets=a.toolsets,
+                models=await rule_models(svc), pin_models=a.pin_models)
+    if not a.dry_run:  # `mcp-prism sync` (and every rule change) refreshes the models written here
+        install_sync.remember(svc.settings.home, Path(r.project), a.tool)
     return r, render_result(r)
 
 
 async def cmd_uninstall(svc: Any, a: argparse.Namespace) -> tuple[InstallResult, str]:
+    from mcp_prism import install_sync
+
     r = uninstall(a.dir, a.tool, dry_run=a.dry_run)
+    if not a.dry_run:
+        install_sync.forget(svc.settings.home, Path(r.project), a.tool)
     return r, render_result(r)
 
 
@@ -772,6 +901,15 @@ def register_commands(add: Callable[..., Any], sub: Any) -> None:
     p.add_argument("--mcp-command", type=_mcp_command_arg, default=None, metavar="CMD",
                    help="how the agent starts the MCP server (default: this Python, `-m mcp_prism serve`; "
                         "use 'mcp-prism serve' for a config shared by people with mcp-prism on their PATH)")
+    p.add_argument("--toolsets", metavar="NAMES", default=None,
+                   help="MCP toolsets the agent gets besides the core ones (route, record, cost report), "
+                        "comma-separated: rules, loop, data, team, or all (e.g. loop,rules for the qualify-model "
+                        "skill; `core` for none); written as PRISM_TOOLSETS in the MCP server entry (default: "
+                        "what an earlier install here chose)")
+    p.add_argument("--pin-models", action=argparse.BooleanOptionalAction, default=None,
+                   help="OpenCode without --gateway: write each rule's provider/model into the commands and agents "
+                        "(OpenCode must have those providers); Claude Code always gets its rule's model "
+                        "(default: what an earlier install here chose)")
     p.add_argument("--dry-run", action="store_true", help="list the changes; write nothing")
     p.set_defaults(handler=cmd_install)
 

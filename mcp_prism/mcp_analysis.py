@@ -42,16 +42,14 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         title="Analyse the task-model matrix",
         annotations=READ_ONLY,
         description=(
-            "For every task type with recorded usage: the model(s) it runs on, the rule's model, the recommended "
-            "model, monthly volume and cost, the monthly saving (negative for an upgrade) and the evidence, "
-            "strongest first: a qualified experiment, recorded quality of a cheaper model, under-provisioning "
-            "signals (low quality, errors, rework), or a tier mismatch alone — a hypothesis with the experiment "
-            "command to test it, never a recommendation to deploy. Totals: monthly cost now vs after the "
-            "deployable recommendations, and the potential if the hypotheses hold. markdown is ready to show."
+            "Per task type with usage: models used, the rule's and the recommended model, monthly cost and "
+            "saving (negative = upgrade) with evidence, strongest first (qualified experiment, observed quality, "
+            "errors or rework; a tier mismatch alone is a hypothesis with the experiment to test it, not a "
+            "recommendation). Totals now vs after deployable changes. markdown is ready to show."
         ),
     )
     async def analyze(
-        days: Annotated[int, Field(ge=1, le=3660, description="Look back this many days of usage.")] = 30,
+        days: Annotated[int, Field(ge=1, le=3660, description="Days of usage to read.")] = 30,
     ) -> AnalysisResult:
         return await tool("analyze", lambda: analysis().analyze(days=days))
 
@@ -59,15 +57,13 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         title="Check monitored rule versions",
         annotations=CHECK,
         description=(
-            "Check every watched (recently promoted) rule version: the share of its rated requests that are "
-            "acceptable against the monitor's threshold, with the baseline version's share for comparison. A "
-            "regression raises an alert and, when the monitor has auto_rollback, restores the baseline rule "
-            "version. Watches past their end with no regression pass. Pending alerts are posted to the "
-            "configured webhook ([alerts] webhook_url); failed deliveries are retried on the next check."
+            "Check watched (recently promoted) rule versions: acceptable share of rated requests vs the "
+            "threshold and the baseline version. A regression raises an alert and, with auto_rollback, restores "
+            "the baseline. Posts pending alerts to the [alerts] webhook_url (failures retried next check)."
         ),
     )
     async def check_monitors(
-        deliver: Annotated[bool, Field(description="Post pending alerts to the configured webhook.")] = True,
+        deliver: Annotated[bool, Field(description="Post pending alerts to the webhook.")] = True,
     ) -> CheckResult:
         return await tool("check_monitors", lambda: monitor().check_monitors(deliver=deliver))
 
@@ -75,9 +71,8 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         title="List alerts",
         annotations=READ_ONLY,
         description=(
-            "Alerts raised by monitoring and reviews, newest first: regressions of promoted rule versions, "
-            "automatic rollbacks, and rules due for re-evaluation, with whether each was delivered to the "
-            "webhook and acknowledged. Acknowledge one with acknowledge_alert."
+            "Alerts, newest first: regressions of promoted rules, automatic rollbacks, rules due for review; "
+            "whether each was delivered and acknowledged (see acknowledge_alert)."
         ),
     )
     async def list_alerts(
@@ -89,12 +84,12 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         title="Acknowledge an alert",
         annotations=WRITES_ALERTS,
         description=(
-            "Mark one alert (by the id list_alerts shows) as acknowledged, so it leaves the open list and is no "
-            "longer posted to the webhook. Acknowledging twice is harmless."
+            "Acknowledge an alert (id from list_alerts): it leaves the open list and is no longer posted to "
+            "the webhook. Repeating is harmless."
         ),
     )
     async def acknowledge_alert(
-        alert_id: Annotated[int, Field(ge=1, description="The alert's id, from list_alerts.")],
+        alert_id: Annotated[int, Field(ge=1, description="Alert id, from list_alerts.")],
     ) -> AlertView:
         return await tool("acknowledge_alert", lambda: monitor().ack_alert(alert_id))
 
@@ -102,15 +97,12 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         title="Rules due for re-evaluation",
         annotations=WRITES_ALERTS,
         description=(
-            "Routing rules not evaluated by an experiment for the review period ([monitoring] review_after_days, "
-            "default 90; a task type on the shipped default rule was never evaluated) and cheaper models of the "
-            "same tier nobody has tried on that task type, as proposed experiments: candidates, reasons, the "
-            "estimated monthly saving if they qualify, and the command to start each. Raises one review_due "
-            "alert per task type per day."
+            "Rules no experiment evaluated within [monitoring] review_after_days (default 90; shipped defaults "
+            "never were) and untried cheaper same-tier models, as proposed experiments with candidates, reasons, "
+            "monthly saving if they qualify and the command to start each. One review_due alert per task type a day."
         ),
     )
     async def review_due(
-        raise_alerts: Annotated[bool, Field(description="Record review_due alerts (one per task type per "
-                                                        "day).")] = True,
+        raise_alerts: Annotated[bool, Field(description="Raise review_due alerts.")] = True,
     ) -> ReviewDue:
         return await tool("review_due", lambda: monitor().review_due(raise_alerts=raise_alerts))

@@ -11,11 +11,10 @@ from pydantic import Field
 
 from mcp_prism.loop.importers import ImportResult, RouterEvalResult, evaluate_router_file, import_outcomes
 
-PATH = ("A path on the server's machine: a wide outcome file (.csv or .jsonl with a prompt column, one score "
-        "column per model holding True/False or a number, optional <model>_response columns), a folder of such "
-        "files (each file name is a task type), or a folder with MT-Bench's question.jsonl and judgements.jsonl.")
-PRICES = ("List prices overriding the catalog and genai-prices, as 'MODEL=IN,OUT' in USD per million tokens "
-          "(e.g. 'gpt-4-1106-preview=10,30').")
+PATH = ("Path on the server: a .csv/.jsonl with a prompt column and one score column per model (True/False or "
+        "a number; optional <model>_response), a folder of them (file name = task type), or an MT-Bench folder "
+        "(question.jsonl, judgements.jsonl).")
+PRICES = "Price overrides, 'MODEL=IN,OUT' in USD per million tokens (e.g. 'gpt-4-1106-preview=10,30')."
 
 
 def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[..., Any]) -> None:
@@ -27,29 +26,26 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
                                     open_world_hint=False),
         description=(
-            "Import per-prompt outcomes of two or more models measured elsewhere (e.g. RouteLLM's GSM8K file, "
-            "MT-Bench judgements) as experiments, one per task type, with the strongest model as the baseline. "
-            "Each candidate answer is judged acceptable when it is as good as the baseline's on that prompt. "
-            "Returns per task type whether the cheaper model qualifies (lower confidence bound of its "
-            "acceptance rate vs the threshold, and how many more samples would decide it), the quality kept and "
-            "cost share of routing the qualified task types to it, and the price sources. Re-importing the same "
-            "file replaces its experiments. Bad rows are refused with their line numbers unless skip_bad."
+            "Import per-prompt outcomes of 2+ models measured elsewhere (e.g. RouteLLM GSM8K, MT-Bench) as "
+            "experiments, one per task type, strongest model as baseline; an answer is acceptable when as good as "
+            "the baseline's. Returns per task type whether the cheaper model qualifies (lower confidence bound vs "
+            "threshold, samples still needed), quality kept and cost share. Re-import replaces; bad rows refused "
+            "with line numbers unless skip_bad."
         ),
     )
     async def import_outcomes_tool(
         path: Annotated[str, Field(description=PATH)],
         format: Annotated[Literal["wide", "mtbench"] | None, Field(
-            description="wide or mtbench; default: mtbench for a folder with question.jsonl and "
-                        "judgements.jsonl")] = None,
+            description="Default: mtbench for an MT-Bench folder, else wide.")] = None,
         task_type: Annotated[str | None, Field(
-            description="Task type of a single wide file (default: the file name).")] = None,
+            description="Task type of a single file (default: its name).")] = None,
         strong: Annotated[str | None, Field(
-            description="The strong/baseline model (default: the model with the highest mean score).")] = None,
+            description="Baseline model (default: highest mean score).")] = None,
         threshold: Annotated[float, Field(
-            gt=0, lt=1, description="Acceptance rate a candidate must be certified at (95% lower bound).")] = 0.90,
+            gt=0, lt=1, description="Acceptance rate to certify (95% lower bound).")] = 0.90,
         tolerance: Annotated[float, Field(
-            ge=0, description="Numeric scores: acceptable when candidate >= baseline - tolerance.")] = 0.0,
-        skip_bad: Annotated[bool, Field(description="Skip bad rows (they are listed) instead of refusing.")] = False,
+            ge=0, description="Numeric scores: acceptable if >= baseline - tolerance.")] = 0.0,
+        skip_bad: Annotated[bool, Field(description="Skip (and list) bad rows instead of refusing.")] = False,
         prices: Annotated[list[str] | None, Field(description=PRICES)] = None,
     ) -> ImportResult:
         return await tool("import_outcomes", lambda: import_outcomes(
@@ -62,25 +58,22 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
                                     open_world_hint=False),
         description=(
-            "Learn which prompts a weak model handles as well as a strong one from outcome data (a logistic "
-            "regression over the prompt text, trained on a seeded split, or cross-validated on small sets) and "
-            "measure the routing it gives: APGR (area under the performance-gap-recovered curve; random = 0.5), "
-            "CPT(50/80/95%) (share of strong calls needed), and the cost cut at 95% of the strong model's "
-            "quality, next to a random router, an oracle and RouteLLM's published figures. Writes nothing."
+            "Train a per-prompt router (logistic regression on prompt text; seeded split, or k-fold on small "
+            "sets) on outcome data and measure it: APGR (random = 0.5), CPT(50/80/95%) (share of strong calls "
+            "needed), cost cut at 95% of strong quality, vs random, oracle and RouteLLM's figures. Writes nothing."
         ),
     )
     async def evaluate_router_tool(
         path: Annotated[str, Field(description=PATH)],
-        format: Annotated[Literal["wide", "mtbench"] | None, Field(description="wide or mtbench")] = None,
-        strong: Annotated[str | None, Field(description="The strong model (default: highest mean score).")] = None,
-        weak: Annotated[str | None, Field(description="The weak model (default: the only other model).")] = None,
-        seed: Annotated[int, Field(description="Seed of the split and the training.")] = 0,
+        format: Annotated[Literal["wide", "mtbench"] | None, Field(description="File format.")] = None,
+        strong: Annotated[str | None, Field(description="Strong model (default: highest mean score).")] = None,
+        weak: Annotated[str | None, Field(description="Weak model (default: the other one).")] = None,
+        seed: Annotated[int, Field(description="Seed of split and training.")] = 0,
         train_share: Annotated[float, Field(gt=0, lt=1, description="Share of prompts to train on.")] = 0.5,
         folds: Annotated[int | None, Field(
-            ge=2, description="k-fold cross-validation instead of a split (default: 5 folds under 200 "
-                              "prompts).")] = None,
+            ge=2, description="k-fold instead of a split (default 5 under 200 prompts).")] = None,
         tolerance: Annotated[float, Field(
-            ge=0, description="Numeric scores: weak is as good when >= strong - tolerance.")] = 0.0,
+            ge=0, description="Numeric scores: weak is as good if >= strong - tolerance.")] = 0.0,
         skip_bad: Annotated[bool, Field(description="Skip bad rows instead of refusing.")] = False,
         prices: Annotated[list[str] | None, Field(description=PRICES)] = None,
     ) -> RouterEvalResult:

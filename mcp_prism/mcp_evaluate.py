@@ -38,23 +38,19 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         title="Evaluate an experiment with an automated check",
         annotations=WRITES,
         description=(
-            "Check every candidate answer of an experiment automatically and store a verdict per answer "
-            "(acceptable when the check passes, unacceptable when it fails; earlier automated verdicts are "
-            "replaced). check is one of: {\"type\": \"json_schema\", \"schema\": {...}} (the answer must be JSON "
-            "valid against the schema; a ```json fence is unwrapped), {\"type\": \"exact\", \"normalise\": true} "
-            "(equals the item's expected answer; normalise = trim, collapse whitespace, ignore case), "
-            "{\"type\": \"regex\", \"pattern\": \"...\"} (matches; without pattern, the item's expected answer is "
-            "the pattern), {\"type\": \"command\", \"command\": \"pytest -q {answer_file}\", \"timeout\": 60} "
-            "(runs on the server's machine; exit 0 = acceptable; the answer is in {answer_file} and "
-            "$PRISM_ANSWER_FILE, the expected answer in $PRISM_EXPECTED; allowed only when the server was "
-            f"started with {ALLOW_COMMANDS_ENV}=1). Returns counts per candidate, the "
-            "baseline's counts for context and each item's verdict with the reason."
+            "Check every candidate answer automatically; store a verdict each (pass = acceptable; replaces "
+            "earlier automated verdicts). Returns counts per candidate and baseline, and each verdict's reason."
         ),
     )
     async def evaluate_automated(
-        experiment_id: Annotated[str, Field(description="The experiment to evaluate.")],
-        check: Annotated[dict[str, Any], Field(description="The check, a JSON object with a type (json_schema, "
-                                                           "exact, regex, command) and its fields.")],
+        experiment_id: Annotated[str, Field(description="Experiment id.")],
+        check: Annotated[dict[str, Any], Field(description=(
+            "One of {\"type\": \"json_schema\", \"schema\": {...}} (answer is JSON valid against it), "
+            "{\"type\": \"exact\", \"normalise\": true} (equals the expected answer; normalise = trim, collapse "
+            "spaces, ignore case), {\"type\": \"regex\", \"pattern\": \"...\"} (default pattern: the expected "
+            "answer), {\"type\": \"command\", \"command\": \"pytest -q {answer_file}\", \"timeout\": 60} (exit 0 "
+            "= acceptable; also $PRISM_ANSWER_FILE, $PRISM_EXPECTED; runs on the server, only if started with "
+            f"{ALLOW_COMMANDS_ENV}=1)."))],
         ctx: Context,
     ) -> AutomatedResult:
         if isinstance(check, dict) and check.get("type") == "command" and os.environ.get(ALLOW_COMMANDS_ENV) != "1":
@@ -67,19 +63,15 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
                                     open_world_hint=True),
         description=(
-            "Let a judge model compare each candidate answer with the baseline model's answer to the same "
-            "prompt, twice with the answers in both orders (judges prefer the first answer they see). A "
-            "candidate answer is acceptable only when both orders find it at least as good; orders that "
-            "disagree give a tie (reported, never counted acceptable); both worse gives degraded or "
-            "unacceptable. Costs two judge calls per pair (cost_usd). Resumable: pairs judged before are "
-            "skipped, errors are retried. Warns when the judge is of a candidate's family (self-preference): "
-            "choose a judge from another family (list_models shows families)."
+            "A judge model compares each candidate answer with the baseline's, in both orders; acceptable only "
+            "when both find it at least as good (disagreement = tie, never acceptable). Two paid judge calls per "
+            "pair (cost_usd); resumable. Warns when the judge shares a candidate's family: pick another family."
         ),
     )
     async def evaluate_with_judge(
-        experiment_id: Annotated[str, Field(description="The experiment to evaluate.")],
-        judge_model: Annotated[str, Field(description="The judge model (name or alias), ideally strong and of "
-                                                      "another family than the candidates.")],
+        experiment_id: Annotated[str, Field(description="Experiment id.")],
+        judge_model: Annotated[str, Field(description="Judge model: strong, of another family than the "
+                                                      "candidates.")],
         ctx: Context,
         concurrency: Annotated[int, Field(ge=1, le=32, description="Judge calls at once.")] = 4,
     ) -> JudgeResult:
@@ -92,18 +84,16 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
                                     open_world_hint=False),
         description=(
-            "The next pair of answers this rater has not rated yet, for blind human rating: the task prompt "
-            "and two answers, first and second, in a random order; one is the current model's, the other a "
-            "candidate's, and nothing says which. Show both to the person and ask which is better, or whether "
-            "they are as good as each other, and whether the worse one is unusable; then call submit_rating "
-            "with the token. Do not guess or reveal which model wrote which answer. done=true when every "
-            "pair is rated."
+            "Next unrated pair for blind human rating: the prompt and two answers in random order (current "
+            "model's and a candidate's, unlabelled). Show both, ask the person which is better, or equal, and "
+            "whether the worse is unusable; send it with submit_rating. Never guess or reveal the models. "
+            "done=true when all are rated."
         ),
     )
     async def next_rating(
-        experiment_id: Annotated[str, Field(description="The experiment to rate.")],
-        rater: Annotated[str, Field(description="The person rating (name or email); ratings are kept per rater.")],
-        skip: Annotated[list[str] | None, Field(description="Tokens the rater chose to skip for now.")] = None,
+        experiment_id: Annotated[str, Field(description="Experiment id.")],
+        rater: Annotated[str, Field(description="The person rating (name or email).")],
+        skip: Annotated[list[str] | None, Field(description="Tokens skipped for now.")] = None,
     ) -> RatingPair:
         return await tool("next_rating", lambda: ev().next_for_rating(experiment_id, rater, skip=skip or ()))
 
@@ -112,18 +102,16 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
                                     open_world_hint=False),
         description=(
-            "Store a person's rating of the pair next_rating returned: first (the first answer is better), "
-            "second (the second is better), same (as good as each other), only_first (only the first is "
-            "acceptable; the second is wrong or unusable), only_second. The service turns it into the "
-            "candidate's verdict without telling the rater. Rating a pair again replaces that rater's "
-            "earlier rating."
+            "Store a person's rating of a next_rating pair: first / second (that one is better), same, "
+            "only_first / only_second (the other is unusable). It becomes the candidate's verdict unseen by the "
+            "rater; rating again replaces it."
         ),
     )
     async def submit_rating(
-        token: Annotated[str, Field(description="The token next_rating returned with the pair.")],
-        rating: Annotated[Rating, Field(description="The person's judgement of the two answers.")],
+        token: Annotated[str, Field(description="Token next_rating gave with the pair.")],
+        rating: Annotated[Rating, Field(description="The person's judgement.")],
         rater: Annotated[str, Field(description="The person rating (name or email).")],
-        note: Annotated[str | None, Field(description="Optional comment from the rater.")] = None,
+        note: Annotated[str | None, Field(description="Rater's comment.")] = None,
     ) -> RatingRecorded:
         return await tool("submit_rating", lambda: ev().submit_rating(token, rating, rater, note))
 

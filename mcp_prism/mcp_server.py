@@ -15,6 +15,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from mcp_prism import __version__
+from mcp_prism import __version__, install_sync, mcp_toolsets
 from mcp_prism.config import Settings, is_loopback
 from mcp_prism.core.rules import RULE_SCHEMA
 from mcp_prism.errors import ConfigError, PrismError, UnknownName
@@ -65,11 +66,9 @@ MCP_PATH = "/mcp"
 
 INSTRUCTIONS = """\
 mcp-prism routes each AI task to the cheapest model that does it well, and measures the result.
-Typical loop: call route_task before a model call (it names the model to use), make the call with
-that model, then call record_usage with the tokens, latency and the rule_id/rule_version route_task
-returned (cost is computed server-side), and record_quality once the output has been judged.
-cost_report shows spend and savings; compare_models prices alternatives for a task type;
-update_routing_rule / rollback_routing_rule change routing (versioned and audited, dry_run first).
+Call route_task before a model call, then record_usage with its tokens and the rule_id/rule_version
+route_task returned (skip it for requests through the mcp-prism gateway), and record_quality once
+the output is judged. cost_report shows spend and savings.
 Resources: prism://rules, prism://rules/{task_type}, prism://catalog (JSON)."""
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
@@ -85,14 +84,10 @@ def _rule_param_schema() -> dict[str, Any]:
 
 
 RULE_DESCRIPTION = (
-    "The new routing rule for one task type, a JSON object. Required: task_type, primary (model name or "
-    "alias). Optional: fallbacks (ordered models tried when the primary does not fit), complexity_upgrades "
-    "([{min_boost: 1|2, model}] used when route_task sees a harder request), context_upgrade (bool, move to "
-    "a model whose window fits the prompt), required_capabilities (subset of tools, vision, json, "
-    "reasoning, fim; every model named must have them), min_context (every model must accept this many "
-    "tokens). Example: {\"task_type\": \"test_generation\", \"primary\": \"gpt-5-mini\", \"fallbacks\": "
-    "[\"claude-haiku-4-5\"]}. The full JSON Schema is this parameter's schema; list_models gives valid "
-    "model names and capabilities."
+    "The rule, e.g. {\"task_type\": \"test_generation\", \"primary\": \"gpt-5-mini\", \"fallbacks\": "
+    "[\"claude-haiku-4-5\"]}. complexity_upgrades: models for harder requests; context_upgrade: move to a "
+    "model whose window fits; required_capabilities / min_context: every model named must meet them. "
+    "list_models gives valid names."
 )
 
 
@@ -174,105 +169,118 @@ def _json(data: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------- the server
-def build_server(settings: Settings) -> MCPServer[Any]:
-    """The MCP server over one `PrismService` (opened by the lifespan, closed with it). No transport."""
-    return _create_server(settings)
+class PrismMCPServer(MCPServer[Any]):
+    """MCPServer whose tool list is sent with compact schemas (same constraints, fewer characters):
+    agents send that list with every model request."""
+
+    _listed: list[Any] | None = None
+
+    async def list_tools(self) -> list[Any]:
+        if self._listed is None:
+            self._listed = [t.model_copy(update={
+                "input_schema": mcp_toolsets.compact_input(t.input_schema),
+                "output_schema": mcp_toolsets.compact_output(t.output_schema) if t.output_schema else None,
+            }) for t in await super().list_tools()]
+        return self._listed
+
+
+def build_server(settings: Settings, toolsets: Sequence[str] | str | None = None) -> MCPServer[Any]:
+    """The MCP server over one `PrismService` (opened by the lifespan, closed with it). No transport.
+    `toolsets`: names (or `all`); None = `[mcp] toolsets` from the config, else the default (core)."""
+    return _create_server(settings, toolsets=toolsets)
+
+
+def _instructions(enabled: Sequence[str]) -> str:
+    off = [n for n in mcp_toolsets.TOOLSETS if n not in enabled]
+    if not off:
+        return INSTRUCTIONS
+    return (INSTRUCTIONS + f"\nToolsets off: {', '.join(off)} (rules administration, optimisation loop, outcome "
+            "data, team budgets); `mcp-prism serve --toolsets NAME,...` or PRISM_TOOLSETS turns them on.")
 
 
 def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
-                   token_verifier: "StaticTokenVerifier | None" = None) -> MCPServer[Any]:
+                   token_verifier: "StaticTokenVerifier | None" = None,
+                   toolsets: Sequence[str] | str | None = None) -> MCPServer[Any]:
+    enabled = mcp_toolsets.resolve(toolsets, config=settings.user_config)
     shared = _SharedService(settings)
-    mcp: MCPServer[Any] = MCPServer(
+    mcp: MCPServer[Any] = PrismMCPServer(
         "mcp-prism",
         title="mcp-prism model router",
         version=__version__,
-        instructions=INSTRUCTIONS,
+        instructions=_instructions(enabled),
         lifespan=shared.lifespan,
         auth=auth,
         token_verifier=token_verifier,
     )
+    tools = _ToolFilter(mcp, mcp_toolsets.tools_of(enabled))
 
     # ------------------------------------------------------------------ route_task
-    @mcp.tool(
+    @tools.tool(
         title="Route a task to a model",
         annotations=READ_ONLY,
         description=(
-            "Choose the model for one AI task before you make the model call. Give a short description of "
-            "the task (it is classified into a task type) or a task_type directly, plus context_tokens when "
-            "the prompt is large. Returns the model and provider to use, its tier, the task type and the "
-            "classifier's confidence, the reasons and signals behind the choice, the estimated cost of a "
-            "typical request, cheaper/stronger alternatives, and rule_id/rule_version: pass those two to "
-            "record_usage after the call. Reads only and cheap (no model call, no network): call it for every task."
+            "Pick the model for an AI task before calling one: give a one-line description or a task_type. "
+            "Returns model, provider, tier, reasons, estimated cost, alternatives, and rule_id/rule_version "
+            "for record_usage. Makes no model call: use it for every task."
         ),
     )
     async def route_task(
         description: Annotated[str | None, Field(
-            description="What the task is, in a sentence (e.g. 'write unit tests for the parser'). "
-                        "Not the prompt itself: send a summary and pass the prompt size as context_tokens.")] = None,
+            description="The task in one sentence (a summary, not the prompt).")] = None,
         task_type: Annotated[str | None, Field(
-            description="The task type, when you know it (e.g. code_review, test_generation, bug_investigation); "
-                        "skips the classifier. See list of types in prism://rules.")] = None,
+            description="Task type if known (e.g. code_review, test_generation); skips the classifier.")] = None,
         context_tokens: Annotated[int, Field(
-            ge=0, description="Size of the prompt in tokens, if known; a prompt larger than a model's context "
-                              "window moves the choice to a model that fits. 0 = unknown/typical.")] = 0,
+            ge=0, description="Prompt size in tokens when large (picks a model whose window fits); 0 = "
+                              "typical.")] = 0,
     ) -> RouteResult:
         return await _tool("route_task", lambda: shared.get().route_task(description, task_type,
                                                                          context_tokens=context_tokens))
 
     # ------------------------------------------------------------------ compare_models
-    @mcp.tool(
+    @tools.tool(
         title="Compare model costs",
         annotations=READ_ONLY,
         description=(
-            "Price candidate models side by side before changing a routing rule. Give a task_type (uses its "
-            "observed token profile and monthly volume, and marks the model the current rule routes to with "
-            "current=true), and/or an explicit list of models, and/or token counts per request. Returns "
-            "candidates sorted by cost per request with monthly cost at the observed volume, observed "
-            "quality and latency where usage was recorded, and a markdown table."
+            "Price candidate models side by side before changing a routing rule: cost per request and per "
+            "month at a task type's observed token profile and volume (its current model marked), with "
+            "observed quality and latency, and a markdown table."
         ),
     )
     async def compare_models(
-        task_type: Annotated[str | None, Field(
-            description="Task type to compare for (e.g. code_review); its current model is marked current.")] = None,
+        task_type: Annotated[str | None, Field(description="Task type whose profile to use.")] = None,
         models: Annotated[list[str] | None, Field(
-            description="Models or aliases to compare (e.g. ['gpt-5-mini', 'claude-haiku-4-5']); default: the "
-                        "rule's models plus the cheapest few of each tier.")] = None,
+            description="Models to compare; default: the rule's plus the cheapest of each tier.")] = None,
         input_tokens: Annotated[int | None, Field(
-            ge=0, description="Prompt tokens per request (cached ones included); default: the task type's "
-                              "observed or typical profile.")] = None,
+            ge=0, description="Prompt tokens per request, cached included; default: the profile's.")] = None,
         output_tokens: Annotated[int | None, Field(
-            ge=0, description="Output tokens per request (reasoning included); default: the profile's.")] = None,
-        cached_input_tokens: Annotated[int, Field(
-            ge=0, description="How many of input_tokens are cache reads (cheaper on most providers).")] = 0,
+            ge=0, description="Output tokens per request; default: the profile's.")] = None,
+        cached_input_tokens: Annotated[int, Field(ge=0, description="Of input_tokens, cache reads.")] = 0,
     ) -> CompareResult:
         return await _tool("compare_models", lambda: shared.get().compare_models(
             task_type, models, input_tokens=input_tokens, output_tokens=output_tokens,
             cached_input_tokens=cached_input_tokens))
 
     # ------------------------------------------------------------------ cost_report
-    @mcp.tool(
+    @tools.tool(
         title="Cost report",
         annotations=READ_ONLY,
         description=(
-            "Report recorded AI spend for a period, grouped as asked, with the monthly projection, what the "
-            "current routing rules would cost instead (monthly_saving_usd), and the top savings opportunities "
-            "with their evidence. Period: the last `days` days, or since/until (ISO dates, until exclusive). "
-            "Filter by team, user, project, task_type or model. Amounts are USD decimal strings; the "
-            "markdown field is a ready-to-show summary."
+            "Recorded AI spend for a period, grouped as asked: totals, monthly projection, what the current "
+            "rules would save (monthly_saving_usd), top savings with evidence. USD strings; markdown is a "
+            "ready summary."
         ),
     )
     async def cost_report(
-        days: Annotated[int, Field(ge=1, le=3660, description="Look back this many days (ignored when since is "
-                                                            "given).")] = 30,
-        since: Annotated[str | None, Field(description="First day, ISO date like 2026-11-01 (inclusive).")] = None,
-        until: Annotated[str | None, Field(description="End day, ISO date (exclusive); default tomorrow.")] = None,
+        days: Annotated[int, Field(ge=1, le=3660, description="Last N days (unless since).")] = 30,
+        since: Annotated[str | None, Field(description="First day, ISO date, inclusive.")] = None,
+        until: Annotated[str | None, Field(description="End day, ISO date, exclusive.")] = None,
         group_by: Annotated[list[GroupColumn], Field(
-            description="Columns to group by, in order.")] = ["task_type"],  # noqa: B006 - pydantic copies it
-        team: Annotated[str | None, Field(description="Only this team's usage.")] = None,
-        user: Annotated[str | None, Field(description="Only this user's usage.")] = None,
-        project: Annotated[str | None, Field(description="Only this project's usage.")] = None,
+            description="Group by, in order.")] = ["task_type"],  # noqa: B006 - pydantic copies it
+        team: Annotated[str | None, Field(description="Only this team.")] = None,
+        user: Annotated[str | None, Field(description="Only this user.")] = None,
+        project: Annotated[str | None, Field(description="Only this project.")] = None,
         task_type: Annotated[str | None, Field(description="Only this task type.")] = None,
-        model: Annotated[str | None, Field(description="Only this model (canonical name).")] = None,
+        model: Annotated[str | None, Field(description="Only this model.")] = None,
     ) -> CostReport:
         filters = {k: v for k, v in {"team": team, "user": user, "project": project, "task_type": task_type,
                                      "model": model}.items() if v}
@@ -280,118 +288,106 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
             days=days, since=since, until=until, group_by=group_by, filters=filters))
 
     # ------------------------------------------------------------------ update_routing_rule
-    @mcp.tool(
+    @tools.tool(
         title="Update a routing rule",
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
                                     open_world_hint=False),
         description=(
-            "Replace the active routing rule of one task type with a new version (all later route_task calls "
-            "use it). Validated against the schema and the model catalog (unknown models, missing "
-            "capabilities, too-small context windows are refused with the reason). Call with dry_run=true "
-            "first: it returns the projected cost change over the last 30 days of recorded usage and notes "
-            "(e.g. a tier downgrade without evidence) and writes nothing. A real change is versioned and "
-            "audited with author, reason and evidence; undo it with rollback_routing_rule."
+            "Replace a task type's routing rule with a new, audited version (validated against the catalog). "
+            "Call with dry_run=true first: it shows the projected cost change over 30 days and notes, writing "
+            "nothing. Undo with rollback_routing_rule."
         ),
     )
     async def update_routing_rule(
         rule: Annotated[dict[str, Any], Field(description=RULE_DESCRIPTION,
                                               json_schema_extra=_rule_param_schema())],
-        author: Annotated[str, Field(description="Who makes the change (name or email); kept in the audit log.")],
-        reason: Annotated[str, Field(description="Why (e.g. 'experiment 12: haiku matched sonnet quality').")],
-        evidence: Annotated[str | None, Field(
-            description="Link or summary of the evidence (experiment id, report); shown in cost reports.")] = None,
-        dry_run: Annotated[bool, Field(description="Only validate and project the cost change; write "
-                                                   "nothing.")] = False,
+        author: Annotated[str, Field(description="Who changes it (name or email), for the audit log.")],
+        reason: Annotated[str, Field(description="Why (e.g. 'experiment 12 qualified haiku').")],
+        evidence: Annotated[str | None, Field(description="Experiment id, link or summary.")] = None,
+        dry_run: Annotated[bool, Field(description="Validate and project only; write nothing.")] = False,
     ) -> RuleChange:
-        return await _tool("update_routing_rule", lambda: shared.get().update_routing_rule(
-            rule, author=author, reason=reason, evidence=evidence, dry_run=dry_run))
+        async def update() -> RuleChange:
+            svc = shared.get()
+            change = await svc.update_routing_rule(rule, author=author, reason=reason, evidence=evidence,
+                                                   dry_run=dry_run)
+            return await install_sync.noted(svc, change)  # installed agents' models follow the rule
+
+        return await _tool("update_routing_rule", update)
 
     # ------------------------------------------------------------------ rollback_routing_rule
-    @mcp.tool(
+    @tools.tool(
         title="Roll back a routing rule",
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
                                     open_world_hint=False),
         description=(
-            "Make an earlier version of a task type's routing rule active again, as a new version (history "
-            "is never rewritten). Version 0 is the shipped default; routing_rule_history lists the versions. "
-            "dry_run=true shows the change and its projected cost without writing."
+            "Make an earlier version of a task type's routing rule active again, as a new audited version. "
+            "0 = shipped default; routing_rule_history lists versions. dry_run=true writes nothing."
         ),
     )
     async def rollback_routing_rule(
-        task_type: Annotated[str, Field(description="The task type whose rule to roll back (e.g. code_review).")],
-        to_version: Annotated[int, Field(ge=0, description="The version to restore; 0 = the shipped default.")],
-        author: Annotated[str, Field(description="Who makes the change; kept in the audit log.")],
-        reason: Annotated[str, Field(description="Why the rollback (e.g. 'quality dropped after v3').")],
-        dry_run: Annotated[bool, Field(description="Only show what would change; write nothing.")] = False,
+        task_type: Annotated[str, Field(description="Task type (e.g. code_review).")],
+        to_version: Annotated[int, Field(ge=0, description="Version to restore; 0 = shipped default.")],
+        author: Annotated[str, Field(description="Who rolls back, for the audit log.")],
+        reason: Annotated[str, Field(description="Why (e.g. 'quality dropped after v3').")],
+        dry_run: Annotated[bool, Field(description="Show the change only; write nothing.")] = False,
     ) -> RuleChange:
-        return await _tool("rollback_routing_rule", lambda: shared.get().rollback_rule(
-            task_type, to_version, author=author, reason=reason, dry_run=dry_run))
+        async def rollback() -> RuleChange:
+            svc = shared.get()
+            change = await svc.rollback_rule(task_type, to_version, author=author, reason=reason, dry_run=dry_run)
+            return await install_sync.noted(svc, change)
+
+        return await _tool("rollback_routing_rule", rollback)
 
     # ------------------------------------------------------------------ routing_rule_history
-    @mcp.tool(
+    @tools.tool(
         title="Routing rule history",
         annotations=READ_ONLY,
         description=(
-            "Every version of one task type's routing rule (version 0 = shipped default) with author, reason, "
-            "evidence and time, plus the audit log of updates and rollbacks. Use it to find the version "
-            "to pass to rollback_routing_rule."
+            "Every version of a task type's routing rule (0 = shipped default) with author, reason, evidence "
+            "and time, and the audit log: find the version for rollback_routing_rule."
         ),
     )
     async def routing_rule_history(
-        task_type: Annotated[str, Field(description="The task type (e.g. code_review).")],
+        task_type: Annotated[str, Field(description="Task type (e.g. code_review).")],
     ) -> RuleHistory:
         return await _tool("routing_rule_history", lambda: shared.get().rule_history(task_type))
 
     # ------------------------------------------------------------------ record_usage
-    @mcp.tool(
+    @tools.tool(
         title="Record model usage",
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                                     open_world_hint=False),
         description=(
-            "Record one model request after it finished, so cost reports and routing profiles reflect it. "
-            "Send the token counts as the provider reported them (input_tokens includes cached reads and "
-            "cache writes; output_tokens includes reasoning tokens), latency, status, and the "
-            "rule_id/rule_version route_task returned. Do NOT send a cost: it is computed server-side from "
-            "the catalog prices in force at the request's time. Give request_id to make retries safe "
-            "(a repeat is not stored twice; duplicate=true). Returns the event id (for record_quality), the "
-            "task type, the canonical model and the computed cost_usd (null if the model has no known price)."
+            "Record a finished model request (not one sent through the mcp-prism gateway: it records those). "
+            "Cost is computed server-side: never send it. Returns the event id for record_quality and "
+            "cost_usd (null = unpriced)."
         ),
     )
     async def record_usage(
-        model: Annotated[str, Field(description="Model that served the request (name or alias).")],
-        task_type: Annotated[str | None, Field(
-            description="Task type (from route_task); required unless description is given.")] = None,
-        description: Annotated[str | None, Field(
-            description="Short task description, classified when task_type is not given.")] = None,
-        provider: Annotated[str | None, Field(
-            description="Provider; required only for a model not in the catalog (recorded as unpriced).")] = None,
-        input_tokens: Annotated[int, Field(ge=0, description="All prompt tokens, cached ones included.")] = 0,
+        model: Annotated[str, Field(description="Model that served it.")],
+        task_type: Annotated[str | None, Field(description="From route_task; else give description.")] = None,
+        description: Annotated[str | None, Field(description="Task in a sentence, if no task_type.")] = None,
+        provider: Annotated[str | None, Field(description="Only for a model not in the catalog.")] = None,
+        input_tokens: Annotated[int, Field(ge=0, description="All prompt tokens, cached included.")] = 0,
         cached_input_tokens: Annotated[int, Field(ge=0, description="Prompt tokens read from cache.")] = 0,
         cache_write_tokens: Annotated[int, Field(ge=0, description="Prompt tokens written to cache.")] = 0,
-        output_tokens: Annotated[int, Field(ge=0, description="All generated tokens, reasoning included.")] = 0,
-        reasoning_tokens: Annotated[int, Field(ge=0, description="Reasoning tokens (part of output).")] = 0,
-        latency_ms: Annotated[float, Field(ge=0, description="Total request time in milliseconds.")] = 0.0,
+        output_tokens: Annotated[int, Field(ge=0, description="All output tokens, reasoning included.")] = 0,
+        reasoning_tokens: Annotated[int, Field(ge=0, description="Reasoning part of output.")] = 0,
+        latency_ms: Annotated[float, Field(ge=0, description="Duration, ms.")] = 0.0,
         ttft_ms: Annotated[float | None, Field(ge=0, description="Time to first token, ms.")] = None,
-        status: Annotated[Status, Field(description="How the request ended.")] = "ok",
-        batch: Annotated[bool, Field(description="Sent through the provider's batch API (discounted).")] = False,
-        quality: Annotated[float | None, Field(
-            ge=0, le=1, description="Quality score 0..1 if already known (else use record_quality later).")] = None,
-        quality_source: Annotated[QualitySource | None, Field(
-            description="Who scored the quality; required with quality.")] = None,
-        user: Annotated[str | None, Field(description="User who made the request.")] = None,
-        team: Annotated[str | None, Field(description="Team, for cost reports.")] = None,
-        project: Annotated[str | None, Field(description="Project, for cost reports.")] = None,
-        rule_id: Annotated[str | None, Field(description="rule_id returned by route_task.")] = None,
-        rule_version: Annotated[int | None, Field(ge=0, description="rule_version returned by route_task.")] = None,
-        request_id: Annotated[str | None, Field(
-            description="Your id for this request; makes retries idempotent and can be used by "
-                        "record_quality.")] = None,
-        timestamp: Annotated[str | None, Field(
-            description="When the request was made, ISO 8601 (e.g. 2026-11-25T10:00:00Z); default now.")] = None,
-        prompt: Annotated[str | None, Field(
-            description="The prompt; stored only for task types configured with capture_samples.")] = None,
-        response: Annotated[str | None, Field(
-            description="The response; stored only for task types configured with capture_samples.")] = None,
+        status: Annotated[Status, Field(description="How it ended.")] = "ok",
+        batch: Annotated[bool, Field(description="Sent via a batch API.")] = False,
+        quality: Annotated[float | None, Field(ge=0, le=1, description="Score 0-1 if known now.")] = None,
+        quality_source: Annotated[QualitySource | None, Field(description="Who scored quality.")] = None,
+        user: Annotated[str | None, Field(description="User, for reports.")] = None,
+        team: Annotated[str | None, Field(description="Team, for reports.")] = None,
+        project: Annotated[str | None, Field(description="Project, for reports.")] = None,
+        rule_id: Annotated[str | None, Field(description="From route_task.")] = None,
+        rule_version: Annotated[int | None, Field(ge=0, description="From route_task.")] = None,
+        request_id: Annotated[str | None, Field(description="Your unique id; a repeat is stored once.")] = None,
+        timestamp: Annotated[str | None, Field(description="ISO 8601 time; default now.")] = None,
+        prompt: Annotated[str | None, Field(description="Kept only if the task type captures samples.")] = None,
+        response: Annotated[str | None, Field(description="Kept only if the task type captures samples.")] = None,
     ) -> RecordResult:
         usage = UsageInput(
             model=model, task_type=task_type, description=description, provider=provider,
@@ -405,37 +401,34 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
         return await _tool("record_usage", lambda: shared.get().record_usage(usage))
 
     # ------------------------------------------------------------------ record_quality
-    @mcp.tool(
+    @tools.tool(
         title="Record output quality",
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
                                     open_world_hint=False),
         description=(
-            "Score the output of a recorded request, 0 (unusable) to 1 (perfect), once a human, a judge "
-            "model or an automated check (tests passed, schema valid) has assessed it. Replaces any earlier "
-            "score of that request (previous_quality is returned). Quality per model and task type is what "
-            "justifies moving a task type to a cheaper model."
+            "Score a recorded request's output once a human, a judge model or a check (tests, schema) assessed "
+            "it; replaces an earlier score. Quality per model and task type justifies cheaper routing."
         ),
     )
     async def record_quality(
-        event_id: Annotated[str, Field(description="The id record_usage returned, or your request_id.")],
-        score: Annotated[float, Field(ge=0, le=1, description="Quality, 0 (unusable) to 1 (perfect).")],
+        event_id: Annotated[str, Field(description="Id from record_usage, or your request_id.")],
+        score: Annotated[float, Field(ge=0, le=1, description="0 (unusable) to 1 (perfect).")],
         source: Annotated[QualitySource, Field(description="Who judged it.")],
     ) -> QualityResult:
         return await _tool("record_quality", lambda: shared.get().record_quality(event_id, score, source))
 
     # ------------------------------------------------------------------ list_models
-    @mcp.tool(
+    @tools.tool(
         title="List models",
         annotations=READ_ONLY,
         description=(
-            "The model catalog: every model with provider, tier (simple/standard/complex), context window, "
-            "capabilities, current prices per million tokens (input, output, cached input) and aliases. "
-            "Filter by tier and/or provider. Use it to pick valid model names for rules and comparisons."
+            "The model catalog: provider, tier, context window, capabilities, family, prices per million tokens "
+            "and aliases of each model. Valid names for rules and comparisons."
         ),
     )
     async def list_models(
-        tier: Annotated[TierName | None, Field(description="Only models of this tier.")] = None,
-        provider: Annotated[str | None, Field(description="Only this provider's models (e.g. openai).")] = None,
+        tier: Annotated[TierName | None, Field(description="Only this tier.")] = None,
+        provider: Annotated[str | None, Field(description="Only this provider (e.g. openai).")] = None,
     ) -> ModelList:
         return await _tool("list_models", lambda: shared.get().list_models(tier=tier, provider=provider))
 
@@ -463,9 +456,25 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
 
     # The optimisation loop's tools live beside their services, one adapter module per area.
     for module in LOOP_TOOL_MODULES:
-        importlib.import_module(module).register_tools(mcp, shared.get, _tool)
+        importlib.import_module(module).register_tools(tools, shared.get, _tool)
     importlib.import_module("mcp_prism.mcp_prompts").register_prompts(mcp)
     return mcp
+
+
+class _ToolFilter:
+    """Stands in for the server when tools are registered: a tool whose toolset is off is never added,
+    so it can be neither listed nor called."""
+
+    def __init__(self, mcp: MCPServer[Any], wanted: set[str]) -> None:
+        self.mcp, self.wanted = mcp, wanted
+
+    def tool(self, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            name = kw.get("name") or fn.__name__
+            if name not in mcp_toolsets.TOOLSET_OF:  # a new tool needs a toolset in mcp_toolsets.TOOLSETS
+                raise RuntimeError(f"tool {name} belongs to no toolset")
+            return self.mcp.tool(**kw)(fn) if name in self.wanted else fn
+        return register
 
 
 # ---------------------------------------------------------------------------------------- transports
@@ -478,10 +487,15 @@ def _log_to_stderr() -> None:
         root.setLevel(logging.INFO)
 
 
-def serve_stdio(settings: Settings) -> None:
+def env_toolsets(settings: Settings, flag: str | None = None) -> tuple[str, ...]:
+    """The toolsets a served process offers: --toolsets, else PRISM_TOOLSETS, else the config's."""
+    return mcp_toolsets.resolve(flag, env=os.environ, config=settings.user_config)
+
+
+def serve_stdio(settings: Settings, toolsets: Sequence[str] | str | None = None) -> None:
     """Serve MCP on stdin/stdout until the client closes the pipe. Logs go to stderr only."""
     _log_to_stderr()
-    build_server(settings).run()
+    build_server(settings, env_toolsets(settings) if toolsets is None else toolsets).run()
 
 
 class StaticTokenVerifier:
@@ -513,7 +527,8 @@ def _with_port(name: str, port: int) -> str:
 
 
 def build_http_server(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-                      allowed_hosts: Sequence[str] = ()) -> tuple[MCPServer[Any], TransportSecuritySettings]:
+                      allowed_hosts: Sequence[str] = (), toolsets: Sequence[str] | str | None = None,
+                      ) -> tuple[MCPServer[Any], TransportSecuritySettings]:
     """The server and its transport security for Streamable HTTP on host:port (no socket is bound).
 
     A token is required on any non-loopback address; when given, every request must carry it as
@@ -541,14 +556,15 @@ def build_http_server(settings: Settings, *, host: str = "127.0.0.1", port: int 
         auth = AuthSettings(issuer_url=base, resource_server_url=base + MCP_PATH,  # type: ignore[arg-type]
                             validate_token_resource=False)
         verifier = StaticTokenVerifier(token)
-    return _create_server(settings, auth=auth, token_verifier=verifier), security
+    return _create_server(settings, auth=auth, token_verifier=verifier, toolsets=toolsets), security
 
 
 def serve_http(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-               allowed_hosts: Sequence[str] = ()) -> None:
+               allowed_hosts: Sequence[str] = (), toolsets: Sequence[str] | str | None = None) -> None:
     """Serve MCP over Streamable HTTP at http://host:port/mcp until interrupted. Logs go to stderr."""
     _log_to_stderr()
-    server, security = build_http_server(settings, host=host, port=port, token=token, allowed_hosts=allowed_hosts)
+    server, security = build_http_server(settings, host=host, port=port, token=token, allowed_hosts=allowed_hosts,
+                                         toolsets=env_toolsets(settings) if toolsets is None else toolsets)
     if host in ("0.0.0.0", "::") and not allowed_hosts:
         log.warning("bound to %s: requests are accepted only with a Host header of %s; pass allowed_hosts with "
                     "the names clients use to reach this machine", host, ", ".join(security.allowed_hosts))

@@ -30,24 +30,21 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
                                     open_world_hint=False),
         description=(
-            "Create or change the USD budget (and optional rate limits) of a virtual key, user, team or project "
-            "per day, week or month (UTC windows; weeks start Monday). The gateway reserves each request's "
-            "estimated cost before calling the provider and answers 429 when the hard limit would be passed; "
-            "crossing the soft limit raises an alert once per window. Spend already in the window is kept."
+            "Create or change a USD budget (and rate limits) of a virtual key, user, team or project per UTC "
+            "day, week or month. The gateway refuses (429) requests that could pass the hard limit; the soft "
+            "limit raises an alert once a window. Spend so far is kept."
         ),
     )
     async def set_budget(
-        scope: Annotated[ScopeName, Field(description="What the budget is for: key, user, team or project.")],
-        subject: Annotated[str, Field(description="The key id (from `mcp-prism keys list`), user, team or "
-                                                  "project name.")],
-        period: Annotated[PeriodName, Field(description="The window the limits apply to.")] = "month",
-        soft_limit_usd: Annotated[Decimal | None, Field(ge=0, description="Alert when spend passes this.")] = None,
-        hard_limit_usd: Annotated[Decimal | None, Field(ge=0, description="Refuse requests that could pass "
-                                                                          "this (429).")] = None,
-        rpm: Annotated[int | None, Field(ge=1, description="Requests per minute, per gateway replica.")] = None,
-        tpm: Annotated[int | None, Field(ge=1, description="Tokens per minute, per gateway replica.")] = None,
-        downgrade: Annotated[bool, Field(description="Near the soft limit, route rule-routed requests to the "
-                                                     "rule's next cheaper model.")] = False,
+        scope: Annotated[ScopeName, Field(description="What the budget is for.")],
+        subject: Annotated[str, Field(description="Key id (`mcp-prism keys list`), user, team or project.")],
+        period: Annotated[PeriodName, Field(description="Budget window.")] = "month",
+        soft_limit_usd: Annotated[Decimal | None, Field(ge=0, description="Alert above this.")] = None,
+        hard_limit_usd: Annotated[Decimal | None, Field(ge=0, description="Refuse requests above this.")] = None,
+        rpm: Annotated[int | None, Field(ge=1, description="Requests per minute per replica.")] = None,
+        tpm: Annotated[int | None, Field(ge=1, description="Tokens per minute per replica.")] = None,
+        downgrade: Annotated[bool, Field(description="Near the soft limit, route to the rule's next cheaper "
+                                                     "model.")] = False,
     ) -> BudgetView:
         return await tool("set_budget", lambda: budgets().set_budget(
             scope, subject, period, soft_limit_usd=soft_limit_usd, hard_limit_usd=hard_limit_usd, rpm=rpm, tpm=tpm,
@@ -57,14 +54,14 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         title="Budget status",
         annotations=READ_ONLY,
         description=(
-            "Where budgets stand in their current window: spent, reserved by requests in flight, remaining, "
-            "when the window resets, and the state (ok, soft_exceeded, exhausted). Without filters: every budget."
+            "Budgets in their current window: spent, reserved in flight, remaining, reset time and state (ok, "
+            "soft_exceeded, exhausted). No filter = all."
         ),
     )
     async def budget_status(
-        scope: Annotated[ScopeName | None, Field(description="Only budgets of this scope.")] = None,
-        subject: Annotated[str | None, Field(description="Only budgets of this key id, user, team or project.")] = None,
-        period: Annotated[PeriodName | None, Field(description="Only budgets of this period.")] = None,
+        scope: Annotated[ScopeName | None, Field(description="Only this scope.")] = None,
+        subject: Annotated[str | None, Field(description="Only this key id, user, team or project.")] = None,
+        period: Annotated[PeriodName | None, Field(description="Only this period.")] = None,
     ) -> BudgetList:
         return await tool("budget_status", lambda: budgets().budget_status(scope=scope, subject=subject,
                                                                              period=period))

@@ -277,16 +277,20 @@ def test_serve_calls_the_mcp_server(run: Run, monkeypatch: pytest.MonkeyPatch) -
     from mcp_prism import mcp_server
 
     calls: list[tuple[str, Any, dict[str, Any]]] = []
-    monkeypatch.setattr(mcp_server, "serve_stdio", lambda settings: calls.append(("stdio", settings, {})))
+    monkeypatch.setattr(mcp_server, "serve_stdio",
+                        lambda settings, toolsets: calls.append(("stdio", settings, {"toolsets": toolsets})))
     monkeypatch.setattr(mcp_server, "serve_http", lambda settings, **kw: calls.append(("http", settings, kw)))
     monkeypatch.setenv("PRISM_TOKEN", "tok-123")
+    monkeypatch.delenv("PRISM_TOOLSETS", raising=False)
     assert run("serve")[0] == 0
     monkeypatch.setenv("PRISM_ALLOWED_HOSTS", "prism.internal, 10.0.0.5")
-    code, out, err = run("serve", "--http", "--host", "0.0.0.0", "--port", "9000", "--allowed-host", "gw")
+    code, out, err = run("serve", "--http", "--host", "0.0.0.0", "--port", "9000", "--allowed-host", "gw",
+                         "--toolsets", "team,loop")
     assert code == 0 and "tok-123" not in out + err
     assert [c[0] for c in calls] == ["stdio", "http"]
+    assert calls[0][2] == {"toolsets": ("core",)}
     assert calls[1][2] == {"host": "0.0.0.0", "port": 9000, "token": "tok-123",
-                           "allowed_hosts": ["gw", "prism.internal", "10.0.0.5"]}
+                           "allowed_hosts": ["gw", "prism.internal", "10.0.0.5"], "toolsets": ("core", "team", "loop")}
     assert calls[0][1].db_path == run.home / "prism.db"
 
 

@@ -616,7 +616,7 @@ async def test_mcp_tools(settings: Settings, judge: ScriptedJudge, monkeypatch: 
         await make_experiment(service, ITEMS)
     finally:
         await service.close()
-    async with Client(build_server(settings)) as c:
+    async with Client(build_server(settings, toolsets="loop")) as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}
         assert {"evaluate_automated", "evaluate_with_judge", "next_rating", "submit_rating"} <= set(tools)
         assert "ctx" not in json.dumps(tools["evaluate_with_judge"].input_schema)

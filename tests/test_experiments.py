@@ -589,7 +589,7 @@ def test_cli_ctrl_c_stops_cleanly_and_resumes(home: Path, fake: FakeProviders, t
 
 
 async def test_mcp_experiment_tools(home: Path, fake: FakeProviders, tmp_path: Path) -> None:
-    server = build_server(Settings.from_env({}, home=home))
+    server = build_server(Settings.from_env({}, home=home), toolsets="loop")
     path = write_jsonl(tmp_path / "mcp.jsonl", 60, responses=True)
     async with Client(server) as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}

@@ -15,9 +15,12 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from mcp_prism import install as inst
+from mcp_prism.config import Settings
 from mcp_prism.core.tasks import BUILTIN_NAMES
 from mcp_prism.errors import InvalidInput
 from mcp_prism.install import MANIFEST, install, parse_frontmatter, uninstall
+from mcp_prism.install_sync import installed
+from mcp_prism.service import PrismService
 
 GATEWAY = "http://127.0.0.1:4000"
 # Top-level keys of OpenCode's config schema that we may write (it rejects unknown top-level keys).
@@ -371,24 +374,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @pytest.mark.anyio
-async def test_cli_handlers(project: Path) -> None:
-    class Svc:  # the handler reads only the service's task types (team types from config.toml included)
-        def __init__(self) -> None:
-            self.task_types = dict.fromkeys([*BUILTIN_NAMES, "sql_migration"])
-
-    a = _parser().parse_args(["install", "opencode", "--dir", str(project), "--gateway", GATEWAY,
-                              "--mcp-command", "mcp-prism serve", "--dry-run"])
-    result, text = await a.handler(Svc(), a)
-    assert result.dry_run and "dry run" in text and not (project / "opencode.json").exists()
-    a = _parser().parse_args(["install", "opencode", "--dir", str(project), "--gateway", GATEWAY,
-                              "--mcp-command", "mcp-prism serve"])
-    result, text = await a.handler(Svc(), a)
-    config = json.loads((project / "opencode.json").read_text())
-    assert config["mcp"]["prism"]["command"] == ["mcp-prism", "serve"]
-    assert "prism/sql_migration" in config["provider"]["prism"]["models"]
-    assert "| create | opencode.json |" in text
-    a = _parser().parse_args(["uninstall", "opencode", "--dir", str(project)])
-    result, text = await a.handler(Svc(), a)
-    assert result.uninstall and not (project / "opencode.json").exists()
+async def test_cli_handlers(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "prism-home"
+    home.mkdir()
+    (home / "config.toml").write_text('[task_types.sql_migration]\ntier = "standard"\n')  # a team task type
+    svc = await PrismService.open(Settings.from_env({}, home=home))
+    try:
+        a = _parser().parse_args(["install", "opencode", "--dir", str(project), "--gateway", GATEWAY,
+                                  "--mcp-command", "mcp-prism serve", "--dry-run"])
+        result, text = await a.handler(svc, a)
+        assert result.dry_run and "dry run" in text and not (project / "opencode.json").exists()
+        assert installed(home) == []  # a dry run records nothing
+        a = _parser().parse_args(["install", "opencode", "--dir", str(project), "--gateway", GATEWAY,
+                                  "--mcp-command", "mcp-prism serve"])
+        result, text = await a.handler(svc, a)
+        config = json.loads((project / "opencode.json").read_text())
+        assert config["mcp"]["prism"]["command"] == ["mcp-prism", "serve"]
+        assert "prism/sql_migration" in config["provider"]["prism"]["models"]
+        assert "| create | opencode.json |" in text
+        assert installed(home) == [(project.resolve(), "opencode")]  # for `mcp-prism sync`
+        a = _parser().parse_args(["uninstall", "opencode", "--dir", str(project)])
+        result, text = await a.handler(svc, a)
+        assert result.uninstall and not (project / "opencode.json").exists()
+        assert installed(home) == []
+    finally:
+        await svc.close()
     with pytest.raises(SystemExit):
         _parser().parse_args(["install", "opencode", "--template", "cobol"])

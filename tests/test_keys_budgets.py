@@ -204,7 +204,7 @@ def test_cli_keys_and_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 
 @pytest.mark.anyio
 async def test_mcp_set_budget_and_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    server = mcp_prism.mcp_server.build_server(Settings.from_env({}, home=tmp_path))
+    server = mcp_prism.mcp_server.build_server(Settings.from_env({}, home=tmp_path), toolsets="team")
     async with Client(server) as c:
         r = await c.call_tool("set_budget", {"scope": "team", "subject": "t", "period": "week",
                                              "hard_limit_usd": 20, "rpm": 60})

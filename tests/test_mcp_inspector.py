@@ -53,9 +53,12 @@ def test_stdio_tools_list(inspector: str, env: dict[str, str]) -> None:
     p = run(stdio(inspector, "--method", "tools/list"), env)
     assert p.returncode == 0, p.stderr
     tools = {t["name"]: t for t in json.loads(p.stdout)["tools"]}
-    assert {"route_task", "record_usage", "cost_report", "update_routing_rule"} <= set(tools)
+    assert set(tools) == {"route_task", "record_usage", "record_quality", "cost_report"}  # the default toolset
     assert tools["route_task"]["outputSchema"]["type"] == "object"
     assert tools["route_task"]["annotations"]["readOnlyHint"] is True
+    p = run(stdio(inspector, "-e", "PRISM_TOOLSETS=rules", "--method", "tools/list"), env)
+    assert p.returncode == 0, p.stderr
+    assert "update_routing_rule" in {t["name"] for t in json.loads(p.stdout)["tools"]}
 
 
 def test_stdio_route_task(inspector: str, env: dict[str, str]) -> None:

@@ -56,7 +56,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def server(settings: Settings):
-    return build_server(settings)
+    return build_server(settings, toolsets="all")  # these tests drive every tool; tests/test_mcp_toolsets.py the sets
 
 
 @pytest.fixture
@@ -393,7 +393,8 @@ async def test_sessions_share_one_service(server, settings: Settings) -> None:
 @pytest.mark.slow
 async def test_stdio_round_trip(tmp_path: Path) -> None:
     params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_prism.mcp_server"],
-                                   env={"PRISM_HOME": str(tmp_path), "PATH": os.environ.get("PATH", "")})
+                                   env={"PRISM_HOME": str(tmp_path), "PATH": os.environ.get("PATH", ""),
+                                        "PRISM_TOOLSETS": "all"})
     with (tmp_path / "stderr.log").open("w") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode="legacy") as c:
             assert {t.name for t in (await c.list_tools()).tools} == TOOLS
@@ -410,7 +411,7 @@ async def test_stdio_round_trip(tmp_path: Path) -> None:
 def http_server(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[bytes], Path]]:
     """serve_http for real in a child process on 127.0.0.1:<free port>, with a bearer token."""
     port, token = free_port(), "t0ken-" + os.urandom(8).hex()
-    env = {**os.environ, "PRISM_HOME": str(tmp_path / "home"), "PRISM_TOKEN": token}
+    env = {**os.environ, "PRISM_HOME": str(tmp_path / "home"), "PRISM_TOKEN": token, "PRISM_TOOLSETS": "all"}
     log, stdout = tmp_path / "server.log", tmp_path / "server.stdout"
     with log.open("w") as err, stdout.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-c", HTTP_SCRIPT, str(port)], env=env, stdout=out, stderr=err)

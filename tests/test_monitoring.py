@@ -260,7 +260,7 @@ def test_cli_monitor_alerts_review(settings: Settings, receiver: Receiver, capsy
 
 
 async def test_mcp_tools(settings: Settings, receiver: Receiver) -> None:
-    async with Client(build_server(settings)) as c:
+    async with Client(build_server(settings, toolsets="loop")) as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}
         assert {"analyze", "check_monitors", "list_alerts", "acknowledge_alert", "review_due"} <= set(tools)
         assert tools["analyze"].annotations.read_only_hint and tools["check_monitors"].annotations.destructive_hint

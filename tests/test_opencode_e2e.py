@@ -88,6 +88,11 @@ def test_review_command_calls_prism_tools_and_usage_lands_in_the_store(sandbox: 
     tools = _tool_uses(events)
     assert tools["prism_route_task"]["status"] == "completed"
     assert tools["prism_record_usage"]["status"] == "completed"
+    # what OpenCode sends with every model request for mcp_prism: the core tools, within 2,000 tokens (chars / 4)
+    sent = [t for t in llm.requests[-1]["tools"] if t["function"]["name"].startswith("prism_")]
+    assert {t["function"]["name"] for t in sent} == {"prism_route_task", "prism_record_usage",
+                                                     "prism_record_quality", "prism_cost_report"}
+    assert len(json.dumps(sent)) / 4 <= 2000, len(json.dumps(sent))
     # the installed command's text reached the model, not OpenCode's built-in /review
     prompt = json.dumps(llm.requests[-1]["messages"])
     assert "code_review" in prompt or "route_task" in prompt
@@ -140,3 +145,27 @@ def test_with_gateway_agent_requests_are_recorded_under_the_commands_task_type(s
         expected = (Decimal(row["input_tokens"]) * Decimal(SCRIPTED_PRICE["input"])
                     + Decimal(row["output_tokens"]) * Decimal(SCRIPTED_PRICE["output"])) / Decimal(1_000_000)
         assert Decimal(row["cost_usd"]) == expected
+
+
+def test_installed_toolsets_reach_the_agent(sandbox: dict[str, Any]) -> None:
+    """`install --toolsets team` writes PRISM_TOOLSETS into opencode.json's MCP entry: the agent sees the budget
+    tools (and, without it, only the core ones)."""
+    installed = _prism(["install", "opencode", "--dir", str(sandbox["project"]), "--toolsets", "team"],
+                       sandbox["env"])
+    assert installed.returncode == 0, installed.stderr
+    port = free_port()
+    provider = {"provider": {"fake": {"npm": "@ai-sdk/openai-compatible", "options": {
+        "baseURL": f"http://127.0.0.1:{port}/v1", "apiKey": "unused"}, "models": {"scripted": {"tool_call": True}}}},
+        "enabled_providers": ["fake"], "model": "fake/scripted"}
+
+    def steps(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        return [("prism_budget_status", {})]
+
+    with run_scripted_llm(ScriptedLLM(steps), port) as llm:
+        events = _opencode(["run", "--model", "fake/scripted", "how are our budgets?"], sandbox,
+                           {"OPENCODE_CONFIG_CONTENT": json.dumps(provider)})
+    assert _tool_uses(events)["prism_budget_status"]["status"] == "completed"
+    offered = {t["function"]["name"] for t in llm.requests[-1].get("tools", []) if t["function"]["name"].startswith(
+        "prism_")}
+    assert offered == {"prism_route_task", "prism_record_usage", "prism_record_quality", "prism_cost_report",
+                       "prism_set_budget", "prism_budget_status"}

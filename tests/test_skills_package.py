@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from mcp_prism import install
+from mcp_prism import install, mcp_toolsets
 from mcp_prism.config import Settings
 from mcp_prism.core.tasks import BUILTIN_NAMES, BUILTIN_TASK_TYPES
 from mcp_prism.errors import InvalidInput
@@ -61,7 +61,9 @@ def mentioned_tools(text: str) -> set[str]:
 
 @pytest.fixture
 async def live_tools(tmp_path: Path) -> set[str]:
-    async with Client(build_server(Settings.from_env({}, home=tmp_path))) as c:
+    """Every tool the server has with all toolsets on (files naming a tool that is off by default say how
+    to turn it on: test_files_say_how_to_turn_on_the_toolsets_they_use)."""
+    async with Client(build_server(Settings.from_env({}, home=tmp_path), toolsets="all")) as c:
         return {t.name for t in (await c.list_tools()).tools}
 
 
@@ -149,16 +151,22 @@ def test_agents_use_claude_fields_and_name_a_task_type() -> None:
 
 def test_agents_as_installed_for_each_tool() -> None:
     tiers = {t.name: t.tier for t in BUILTIN_TASK_TYPES}
+    models = {t: [("gpt-5-mini", "openai"), ("claude-haiku-4-5", "anthropic")] for t in AGENT_TASKS.values()}
     for name, doc in install.agents().items():
-        meta, body = install.parse_frontmatter(install._opencode_agent(doc, gateway=True))
+        gateway = install.opencode_model(doc.task_type, models, gateway=True, pin=True)
+        meta, body = install.parse_frontmatter(install._opencode_agent(doc, gateway))
         assert set(meta) <= OPENCODE_AGENT_KEYS and meta["mode"] == "subagent"
         assert meta["model"] == f"prism/prism/{doc.task_type}" and body == doc.body
         assert ("permission" in meta) == (name != "test-writer")  # read-only unless it writes tests
-        meta, _ = install.parse_frontmatter(install._opencode_agent(doc, gateway=False))
-        assert "model" not in meta  # without the gateway it runs on the session's model
+        assert install.opencode_model(doc.task_type, models, gateway=False, pin=True) == "openai/gpt-5-mini"
+        unpinned = install.opencode_model(doc.task_type, models, gateway=False, pin=False)
+        meta, _ = install.parse_frontmatter(install._opencode_agent(doc, unpinned))
+        assert "model" not in meta  # without the gateway or --pin-models it runs on the session's model
         meta, _ = install.parse_frontmatter(install._claude_agent(doc))
         assert set(meta) <= CLAUDE_AGENT_KEYS
-        assert meta["model"] == install.CLAUDE_TIER_MODELS[tiers[doc.task_type]]
+        assert meta["model"] == install.CLAUDE_TIER_MODELS[tiers[doc.task_type]]  # no rules known: the tier
+        meta, _ = install.parse_frontmatter(install._claude_agent(doc, models))
+        assert meta["model"] == "claude-haiku-4-5"  # the rule's first model Claude Code can run
 
 
 # ------------------------------------------------------------------------------------ templates
@@ -194,6 +202,18 @@ async def test_every_tool_a_shipped_file_mentions_exists_on_the_server(live_tool
     for path, text in files.items():
         unknown = mentioned_tools(text) - live_tools
         assert not unknown, f"{path} mentions tools the server does not have: {sorted(unknown)}"
+
+
+def test_files_say_how_to_turn_on_the_toolsets_they_use() -> None:
+    """A command or skill that needs a tool outside the default (core) toolset names its toolset and how
+    to turn it on, so an agent that does not see the tool can tell the developer what to do."""
+    needing = 0
+    for path, text in shipped_markdown().items():
+        sets = {mcp_toolsets.TOOLSET_OF[t] for t in mentioned_tools(text) if t in mcp_toolsets.TOOLSET_OF}
+        for name in sets - {mcp_toolsets.CORE}:
+            needing += 1
+            assert f"`{name}`" in text and "--toolsets" in text, f"{path} uses the {name} toolset without saying so"
+    assert needing >= 4
 
 
 def test_every_shipped_frontmatter_parses() -> None:
