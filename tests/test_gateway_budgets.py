@@ -168,7 +168,10 @@ def test_100_concurrent_requests_never_overspend_the_hard_limit(fake: FakeProvid
         events = [g.event(r.headers["x-prism-request-id"]) for r in admitted]
     estimate = estimate_pico(g.app.service.catalog.prices_at("gpt-5-nano"), len(body), 200)  # type: ignore[union-attr]
     assert len(admitted) >= int(hard * 10**12) // estimate  # no refusal while there was room for one more
-    assert refused and all("exhausted" in r.json()["error"]["message"] for r in refused)
+    # refused while others were in flight: said so, with a Retry-After of seconds (issue 12 case 12)
+    assert refused and all("exhausted" in r.json()["error"]["message"] or "in flight" in r.json()["error"]["message"]
+                           for r in refused)
+    assert all(int(r.headers["retry-after"]) <= 5 for r in refused if "in flight" in r.json()["error"]["message"])
     actual = [Decimal(e["cost_usd"]) for e in events]
     over = sum((max(Decimal(0), a - from_picodollars(estimate)) for a in actual), Decimal(0))
     [row] = _ledger(home / "prism.db")

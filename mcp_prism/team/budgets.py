@@ -29,6 +29,8 @@ import aiosqlite
 from pydantic import BaseModel, Field
 
 from mcp_prism.core.budgets import (
+    MAX_LIMIT_USD,
+    MAX_RATE,
     PERIODS,
     SCOPES,
     Budget,
@@ -85,7 +87,23 @@ def _money(value: Any, what: str) -> Decimal | None:
         raise InvalidInput(f"{what} must be a number of US dollars like 25 or 2.50, not {value!r}") from None
     if not d.is_finite() or d < 0:
         raise InvalidInput(f"{what} must be zero or more US dollars, not {value!r}")
+    if d > MAX_LIMIT_USD:
+        raise InvalidInput(f"{what} of ${value} is too large: budgets go up to ${MAX_LIMIT_USD:,} a period "
+                           "(leave the limit out for none)")
     return d
+
+
+def _budgets(rows: list[sqlite3.Row]) -> list[Budget]:
+    """The budgets of these rows; a row the code cannot read (written by hand or by an older version
+    without today's checks) is skipped and logged, so it never breaks the other budgets or a start."""
+    out = []
+    for r in rows:
+        try:
+            out.append(_budget(r))
+        except (InvalidInput, ValueError, TypeError, KeyError) as e:
+            log.error("skipping budget row %s (%s %s %s): %s; fix it with `mcp-prism budget set`",
+                      r["id"], r["scope"], r["subject"], r["period"], e)
+    return out
 
 
 def _budget(row: sqlite3.Row) -> Budget:
@@ -125,8 +143,8 @@ class BudgetService:
             raise InvalidInput(f"name the {scope} the budget is for (for a key: its id from `mcp-prism keys list`)")
         soft, hard = _money(soft_limit_usd, "soft_limit_usd"), _money(hard_limit_usd, "hard_limit_usd")
         for what, v in (("rpm", rpm), ("tpm", tpm)):
-            if v is not None and v < 1:
-                raise InvalidInput(f"{what} must be at least 1 (leave it out for no limit)")
+            if v is not None and not 1 <= v <= MAX_RATE:
+                raise InvalidInput(f"{what} must be from 1 to {MAX_RATE:,} (leave it out for no limit), not {v}")
         if soft is None and hard is None and rpm is None and tpm is None:
             raise InvalidInput("a budget needs at least one limit: soft_limit_usd, hard_limit_usd, rpm or tpm")
         if soft is not None and hard is not None and soft > hard:
@@ -159,7 +177,7 @@ class BudgetService:
             if v:
                 sql += f" AND {col} = ?"
                 params.append(v)
-        budgets = [_budget(r) for r in await self.store.fetch(sql + " ORDER BY scope, subject, period", params)]
+        budgets = _budgets(await self.store.fetch(sql + " ORDER BY scope, subject, period", params))
         if not budgets and (scope or subject or period):
             what = " ".join(x for x in (scope, subject, period) if x)
             raise InvalidInput(f"no budget for {what}: set one with `mcp-prism budget set` (MCP: set_budget)")
@@ -205,7 +223,7 @@ class Enforcer:
         self._near: dict[int, bool] = {}  # last level seen per budget (for downgrade), per replica
         self.on_level = on_level  # (budget, remaining_pico | None) -> None: the metrics gauge
         self.on_reject = on_reject  # (budget, reason) -> None: the rejections counter
-        self.any = False
+        self._any = False
 
     async def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -214,15 +232,20 @@ class Enforcer:
         self._loaded = now
         rows = await self.store.fetch(f"SELECT {_COLUMNS} FROM budgets")
         by: dict[tuple[str, str], list[Budget]] = {}
-        for r in rows:
-            b = _budget(r)
+        for b in _budgets(rows):
             by.setdefault((b.scope, b.subject), []).append(b)
-        self._by_subject, self.any = by, bool(by)
+        self._by_subject, self._any = by, bool(by)
+
+    @property
+    def any(self) -> bool:
+        """Some budget may apply: the gateway skips `applicable` when not. True once the cached list is due
+        for a refresh too, so a budget created after start-up is enforced within `ttl` seconds."""
+        return self._any or time.monotonic() - self._loaded >= self.ttl
 
     async def applicable(self, key_id: str | None, user: str | None, team: str | None,
                          project: str | None) -> list[Budget]:
         await self.refresh()
-        if not self.any:
+        if not self._any:
             return []
         out: list[Budget] = []
         for scope, subject in (("key", key_id), ("user", user), ("team", team), ("project", project)):
@@ -284,7 +307,7 @@ class Enforcer:
                 self._level(b, spent, reserved)
                 self._reject(b, "budget")
                 raise BudgetExceeded(b, "budget", exhausted_message(b, spent, reserved, estimate, resets),
-                                     retry_after_s(resets, when)) from None
+                                     retry_after_s(b, spent, reserved, estimate, resets, when)) from None
             for b, (spent, reserved) in zip(money, result, strict=True):
                 self._level(b, spent, reserved)
             self._windows.update(zip((b.id for b in money), windows, strict=True))
