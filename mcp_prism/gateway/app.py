@@ -116,6 +116,7 @@ class _Request:
     capture: Any = None  # StreamCapture of a cacheable streamed answer
     body_bytes: int = 0
     stream_events: int = 0  # content events relayed so far (about one token each)
+    answer_bytes: int = 0  # size of a whole (non-streamed) answer: estimates tokens when usage is malformed
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)
@@ -562,6 +563,7 @@ class Gateway:
     async def _complete(self, send: Send, r: _Request, resp: httpx.Response, pfmt: ModuleType, t_up: float) -> None:
         raw = await _read_all(resp)
         r.upstream_s = time.perf_counter() - t_up
+        r.answer_bytes = len(raw)
         assert r.decision is not None
         try:
             body = json.loads(raw)
@@ -739,6 +741,10 @@ class Gateway:
                 saved_usd: Decimal | None = None) -> None:
         d = r.decision
         assert d is not None and self.recorder is not None
+        if usage.invalid:  # the provider's counts are not trusted: the request's size stands in, and says so
+            usage, status, error_type = _estimated_usage(r), "invalid_usage", error_type or "invalid_usage"
+            log.warning("%s sent a malformed usage block for request %s: recorded with estimated tokens",
+                        d.model.provider, r.id)
         latency = (time.perf_counter() - r.t0) * 1000
         ttft = min(r.ttft_ms, latency) if r.ttft_ms is not None else None
         tokens = usage.tokens()
@@ -793,6 +799,12 @@ def _partial_usage(seen: Usage, r: _Request) -> Usage:
                  reasoning_tokens=seen.reasoning_tokens)
 
 
+def _estimated_usage(r: _Request) -> Usage:
+    """Tokens of a request whose usage block was malformed: the prompt at ~4 bytes a token, the answer
+    at one token per streamed event or ~4 bytes a token of the body relayed."""
+    return Usage(input_tokens=r.body_bytes // 4, output_tokens=max(r.stream_events - 1, 0) or r.answer_bytes // 4)
+
+
 def _may_carry_usage(data: str) -> bool:
     """Cheap test before parsing an OpenAI chunk: with include_usage every chunk says `"usage":null`
     but the last (compact JSON from OpenAI, `"usage": null` from some compatible servers)."""
@@ -818,7 +830,7 @@ class _PassthroughUsage:
                     return False
                 u = (obj.get("message") or {}).get("usage") if event == "message_start" else obj.get("usage")
                 if isinstance(u, dict):
-                    self._anthropic.update({k: v for k, v in u.items() if isinstance(v, int)})
+                    self._anthropic.update({k: v for k, v in u.items() if v is not None})  # checked by usage_of
                     self.usage = anthropic_format.usage_of({"usage": self._anthropic})
             return False
         if not _may_carry_usage(data):

@@ -1,9 +1,14 @@
 """The batched usage writer: the request path hands over an `Outcome` (no await, no I/O); a background
 task prices a batch, writes it in one transaction and updates the metrics.
 
-Nothing is lost on a graceful shutdown (`close` drains the queue). When the store refuses a batch
-(e.g. the disk is full) the batch is kept and retried; only beyond `max_pending` events are the
-oldest given up, counted in `prism_gateway_recorder_dropped_events` and logged.
+Nothing is lost on a graceful shutdown (`close` drains the queue). When the store is unavailable
+(a busy or full disk, a lost connection) the batch is kept and retried; only beyond `max_pending`
+events are the oldest given up, counted in `prism_gateway_recorder_dropped_events` and logged.
+When the store refuses a batch for its data instead, one bad event must not hold back the others:
+the batch is retried event by event and the events refused on their own are set aside (counted in
+`prism_gateway_recorder_set_aside_events`, logged with their ids). Token counts are checked again
+here (any producer of outcomes, not only the gateway's parsers): a bad one is recorded as
+`invalid_usage` with no tokens, never negative or absurd.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +28,9 @@ from mcp_prism.core.classify import Classifier
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.tasks import GENERAL, TaskTypeSpec
 from mcp_prism.core.usage import UsageEvent
+from mcp_prism.errors import StoreError
 from mcp_prism.gateway.metrics import TOKEN_TYPES, Metrics
+from mcp_prism.providers.usage_check import token_count
 from mcp_prism.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -108,21 +116,59 @@ class Recorder:
         written = 0
         while self._pending:
             batch = self._pending[: self.batch_size]
+            pairs = self._convert(batch)
             try:
-                events = [self._event(o) for o in batch]
-                await self.store.insert_events(events)
-            except Exception as e:  # keep the batch for the next tick; never lose it silently
-                log.error("could not record %d usage events (will retry): %s", len(batch), e)
+                await self.store.insert_events([ev for _, ev in pairs])
+                done, failure, rest = pairs, None, []
+            except Exception as e:
+                if _unavailable(e):
+                    done, failure, rest = [], e, pairs
+                else:  # the store refused the data: find the event(s) it refuses, write the rest
+                    done, failure, rest = await self._isolate(pairs)
+            # the batch leaves the queue but for what is still to write (set-aside events never come back)
+            self._pending[: len(batch)] = [o for o, _ in rest]
+            for o, ev in done:
+                self._observe(o, ev)
+            written += len(done)
+            self.written += len(done)  # per batch: an early return on a later failure must not forget these
+            if failure is not None:  # keep the rest for the next tick; never lose it silently
+                log.error("could not record %d usage events (will retry): %s", len(rest), failure)
                 self._trim()
                 self.metrics.queue.set(len(self._pending))
                 return written
-            del self._pending[: len(batch)]
-            for o, ev in zip(batch, events, strict=True):
-                self._observe(o, ev)
-            written += len(batch)
-            self.written += len(batch)  # per batch: an early return on a later failure must not forget these
         self.metrics.queue.set(0)
         return written
+
+    def _convert(self, batch: list[Outcome]) -> list[tuple[Outcome, UsageEvent]]:
+        """Outcomes as events; one that cannot become an event is set aside (it never will)."""
+        out = []
+        for o in batch:
+            try:
+                out.append((o, self._event(o)))
+            except Exception as e:
+                self._set_aside(o, e)
+        return out
+
+    async def _isolate(self, pairs: list[tuple[Outcome, UsageEvent]]) -> tuple[
+            list[tuple[Outcome, UsageEvent]], Exception | None, list[tuple[Outcome, UsageEvent]]]:
+        """Write the events one by one: those the store refuses on their own are set aside. Returns what
+        was written and, when the store became unavailable meanwhile, that error and the events not tried."""
+        done = []
+        for i, (o, ev) in enumerate(pairs):
+            try:
+                await self.store.insert_events([ev])
+            except Exception as e:
+                if _unavailable(e):
+                    return done, e, pairs[i:]
+                self._set_aside(o, e)
+                continue
+            done.append((o, ev))
+        return done, None, []
+
+    def _set_aside(self, o: Outcome, err: BaseException) -> None:
+        self.metrics.set_aside.inc()
+        log.error("set aside usage event %s (%s %s, status %s): the store refuses it: %s", o.id, o.provider,
+                  o.model, o.status, err)
 
     def _trim(self) -> None:
         over = len(self._pending) - self.max_pending
@@ -137,7 +183,13 @@ class Recorder:
             spec = self.task_types.get(o.task_type)
             if spec is None or not spec.capture_samples:
                 o.prompt = o.response = None
+        if not _sane(o.tokens):  # never price, store or budget a negative or absurd count
+            log.warning("usage event %s had malformed token counts %s: recorded as invalid_usage without tokens",
+                        o.id, o.tokens)
+            o.tokens, o.status, o.cost = TokenUsage(), "invalid_usage", None
         cost = o.cost
+        if cost is not None and cost.usd is not None and cost.usd < 0:
+            cost = None
         if cost is None and o.model in self.catalog.models:
             cost = self.catalog.cost(o.model, o.tokens, o.ts)
         if o.cache_hit:
@@ -205,3 +257,14 @@ class Recorder:
             await asyncio.sleep(0.2)
         if self._pending:
             log.error("shutting down with %d usage events the store would not take", len(self._pending))
+
+
+def _sane(t: TokenUsage) -> bool:
+    counts = (t.input_tokens, t.cached_input_tokens, t.cache_write_tokens, t.output_tokens, t.reasoning_tokens)
+    return all(token_count(n) is not None for n in counts) and not t.problems()
+
+
+def _unavailable(err: BaseException) -> bool:
+    """The store could not take anything now (busy, full or unreachable): keep the events and retry.
+    Anything else is the store refusing the data itself."""
+    return isinstance(err, (StoreError, sqlite3.OperationalError, OSError))
