@@ -65,6 +65,8 @@ EXPECTED_COLUMNS = {
     "budgets": ["id", "scope", "subject", "period", "soft_limit_usd", "hard_limit_usd", "rpm", "tpm", "downgrade",
                 "created_at", "updated_at"],
     "budget_spend": ["budget_id", "window_start", "spent_pico", "reserved_pico", "requests", "soft_alerted"],
+    "budget_holders": ["holder", "expires_at"],
+    "budget_leases": ["holder", "budget_id", "window_start", "reserved_pico"],
     "batch_requests": ["id", "task_type", "model", "provider", "client_format", "body", "status", "provider_batch_id",
                        "result", "error", "api_key_id", "team", "user", "project", "created_at", "submitted_at",
                        "completed_at"],

@@ -40,6 +40,7 @@ from mcp_prism.gateway.cache import CacheSettings, ResponseCache, StreamCapture,
 from mcp_prism.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_prism.gateway.metrics import Metrics
 from mcp_prism.gateway.recorder import Outcome, Recorder
+from mcp_prism.gateway.spool import Spool
 from mcp_prism.loop.batch import BatchService, run_batch_loop
 from mcp_prism.providers.client import ProviderClient
 from mcp_prism.providers.formats import anthropic as anthropic_format
@@ -176,11 +177,19 @@ class Gateway:
             log.info("no API key in the environment for: %s (requests routed there get an error naming the "
                      "variable to set)", ", ".join(missing))
         self.keys = KeyCache(self.service.store)
-        self.enforcer = Enforcer(self.service.store, on_level=self._budget_level, on_reject=self._budget_rejected)
+        self.enforcer = Enforcer(self.service.store, on_level=self._budget_level, on_reject=self._budget_rejected,
+                                 lease_ttl=settings.budget_lease_seconds if settings else 30.0)
         await self.enforcer.refresh(force=True)
+        spool = None
+        if settings is not None:  # the journal of answered requests (gateway/spool.py)
+            spool = Spool(settings.home / "spool")
+            spool.open()
         self.recorder = Recorder(self.service.store, self.service.catalog, self.metrics,
                                  flush_interval=self._flush_interval, classifier=self.service.classifier,
-                                 task_types=self.service.task_types)
+                                 task_types=self.service.task_types, enforcer=self.enforcer, spool=spool,
+                                 settle_interval=SETTLE_INTERVAL)
+        await self.recorder.replay()  # what a killed gateway answered but never recorded
+        await self.enforcer.start_leases()  # and gives back what killed gateways held
         self._capture_any = any(t.capture_samples for t in self.service.task_types.values())
         self.cache_conf = CacheSettings.from_config(settings.user_config if settings else {},
                                                     known_task_types=self.service.task_types)
@@ -198,6 +207,8 @@ class Gateway:
                 await asyncio.wait_for(self._settle_wake.wait(), SETTLE_INTERVAL)
             self._settle_wake.clear()
             await self._settle_pending()
+            if self.enforcer is not None:
+                await self.enforcer.keep_leases()
 
     async def _settle_pending(self) -> None:
         if self._settle_queue and self.enforcer is not None:
@@ -217,6 +228,8 @@ class Gateway:
                 await asyncio.wait_for(self._batch_task, 10)
         if self.recorder is not None:
             await self.recorder.close()
+        if self.enforcer is not None:
+            await self.enforcer.stop_leases()
         if self.providers is not None:
             await self.providers.aclose()
         if self.service is not None:
@@ -447,6 +460,7 @@ class Gateway:
             return False
         r.cache_hit = True
         headers = [*self._prism_headers(r), (b"x-prism-cache", b"hit")]
+        self._record(r, Usage(), "ok", saved_usd=hit.saved_usd)  # journaled before it is answered
         if data.get("stream") is True:
             opts = data.get("stream_options") if isinstance(data.get("stream_options"), dict) else {}
             wanted = r.fmt is not openai_format or opts.get("include_usage") is True
@@ -454,7 +468,6 @@ class Gateway:
                            SSE_HEADERS + headers)
         else:
             await _respond(send, 200, hit.body, JSON_HEADERS + headers)
-        self._record(r, Usage(), "ok", saved_usd=hit.saved_usd)
         return True
 
     async def _downgrade(self, d: RouteDecision) -> RouteDecision:
@@ -583,8 +596,8 @@ class Gateway:
             await self._error(send, r, WireError(502, "provider_error", f"the provider sent a response that is not "
                                                  f"valid {pfmt.__name__.rsplit('.', 1)[-1]} JSON ({e})"), record=True)
             return
+        self._record(r, usage, "ok")  # journaled before the answer goes out: a kill after it loses nothing
         await _respond(send, 200, out, JSON_HEADERS + self._prism_headers(r))
-        self._record(r, usage, "ok")
         await self._cache_put(r, out, usage)
 
     async def _cache_put(self, r: _Request, body: bytes, usage: Usage) -> None:
@@ -622,8 +635,8 @@ class Gateway:
                 with contextlib.suppress(OSError):
                     await send({"type": "http.response.body", "body": r.fmt.StreamEncoder(
                         r.decision.model.name, client_usage).error(err), "more_body": True})
+            self._record(r, usage, status, error_type=err.kind if err else None)  # before the last byte
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            self._record(r, usage, status, error_type=err.kind if err else None)
             if err is None and r.capture is not None:
                 body = r.capture.body(r.fmt_name, r.decision.model.name)
                 if body is not None:
@@ -733,9 +746,9 @@ class Gateway:
             headers.append((b"retry-after", str(max(0, round(err.retry_after))).encode()))
         if r.decision is not None:
             headers += self._prism_headers(r)
-        await _respond(send, err.status, json.dumps(r.fmt.render_error(err)).encode(), headers)
         if record and r.decision is not None:
             self._record(r, Usage(), _status_of(err), error_type=err.kind)
+        await _respond(send, err.status, json.dumps(r.fmt.render_error(err)).encode(), headers)
 
     def _record(self, r: _Request, usage: Usage, status: str, *, error_type: str | None = None,
                 saved_usd: Decimal | None = None) -> None:
@@ -761,8 +774,10 @@ class Gateway:
             user=r.user, team=r.team, project=r.project,
             prompt=r.prompt, text=r.text if not d.task_type else None,
             response="".join(r.response_text) if r.response_text is not None else None, api_key_id=r.key_id,
-            cache_hit=r.cache_hit, saved_usd=saved_usd, cost=cost,
+            cache_hit=r.cache_hit, saved_usd=saved_usd, cost=cost, reservation=r.reservation,
+            actual_pico=r.actual_pico, actual_tokens=r.actual_tokens,
         ))
+        r.reservation = None  # the recorder settles it with the record, in one transaction
 
     def _budget_level(self, b: Budget, remaining: int | None) -> None:
         if remaining is not None:

@@ -30,8 +30,10 @@ from mcp_prism.core.tasks import GENERAL, TaskTypeSpec
 from mcp_prism.core.usage import UsageEvent
 from mcp_prism.errors import StoreError
 from mcp_prism.gateway.metrics import TOKEN_TYPES, Metrics
+from mcp_prism.gateway.spool import Spool, decode
 from mcp_prism.providers.usage_check import token_count
 from mcp_prism.store.sqlite import Store
+from mcp_prism.team.budgets import Enforcer, Reservation
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ class Outcome:
     cache_hit: bool = False  # answered from the response cache: costs nothing, saves `saved_usd`
     saved_usd: Decimal | None = None
     cost: Cost | None = None  # when the request path priced it already (to settle a budget)
+    reservation: Reservation | None = None  # settled in the transaction that records this outcome
+    actual_pico: int = 0  # what the request cost, booked on its budgets
+    actual_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -85,8 +90,14 @@ class _Series:
 class Recorder:
     def __init__(self, store: Store, catalog: Catalog, metrics: Metrics, *, flush_interval: float = 0.2,
                  batch_size: int = 500, max_pending: int = 200_000, classifier: Classifier | None = None,
-                 task_types: Mapping[str, TaskTypeSpec] | None = None) -> None:
+                 task_types: Mapping[str, TaskTypeSpec] | None = None, enforcer: Enforcer | None = None,
+                 spool: Spool | None = None, settle_interval: float = 0.05) -> None:
+        """`enforcer`: settle each outcome's budget reservation in the transaction that records it, at most
+        `settle_interval` seconds after it arrives. `spool`: journal each outcome as it arrives."""
         self.classifier, self.task_types = classifier, task_types or {}
+        self.enforcer, self.spool, self.settle_interval = enforcer, spool, settle_interval
+        self._soon = False  # a flush is due within settle_interval (an outcome holds a reservation)
+        self._aside: list[tuple[Reservation, int, int]] = []  # reservations of set-aside outcomes
         self.store, self.catalog, self.metrics = store, catalog, metrics
         self.flush_interval, self.batch_size, self.max_pending = flush_interval, batch_size, max_pending
         self._pending: list[Outcome] = []
@@ -100,16 +111,29 @@ class Recorder:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="prism-recorder")
 
     def record(self, outcome: Outcome) -> None:
+        """Take an outcome (journaled first when there is a spool: the gateway calls this before the
+        answer's last byte, so an answered request is never lost with the process)."""
+        if self.spool is not None:
+            self.spool.append(outcome)
         self._pending.append(outcome)
         if len(self._pending) >= self.batch_size:
             self._wake.set()
+        elif outcome.reservation is not None and not self._soon and self._task is not None:
+            self._soon = True  # its estimate stays reserved until then: release it soon
+            asyncio.get_running_loop().call_later(self.settle_interval, self._wake.set)
 
     async def _run(self) -> None:
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
             self._wake.clear()
+            self._soon = False
             await self.flush()
+            if self.spool is not None:
+                try:
+                    self.spool.sync_if_due()
+                except OSError as e:
+                    log.error("could not sync the usage journal %s: %s", self.spool.path, e)
 
     async def flush(self) -> int:
         """Write everything pending now; returns how many events were written."""
@@ -117,14 +141,7 @@ class Recorder:
         while self._pending:
             batch = self._pending[: self.batch_size]
             pairs = self._convert(batch)
-            try:
-                await self.store.insert_events([ev for _, ev in pairs])
-                done, failure, rest = pairs, None, []
-            except Exception as e:
-                if _unavailable(e):
-                    done, failure, rest = [], e, pairs
-                else:  # the store refused the data: find the event(s) it refuses, write the rest
-                    done, failure, rest = await self._isolate(pairs)
+            done, failure, rest = await self._write(pairs)
             # the batch leaves the queue but for what is still to write (set-aside events never come back)
             self._pending[: len(batch)] = [o for o, _ in rest]
             for o, ev in done:
@@ -135,9 +152,89 @@ class Recorder:
                 log.error("could not record %d usage events (will retry): %s", len(rest), failure)
                 self._trim()
                 self.metrics.queue.set(len(self._pending))
+                await self._settle_aside()
                 return written
         self.metrics.queue.set(0)
+        if self.spool is not None:  # nothing pending: every journaled outcome is in the store (or set aside)
+            self.spool.committed()
+        await self._settle_aside()
         return written
+
+    async def _write(self, pairs: list[tuple[Outcome, UsageEvent]], *, replay: bool = False) -> tuple[
+            list[tuple[Outcome, UsageEvent]], Exception | None, list[tuple[Outcome, UsageEvent]]]:
+        """Write a batch; when the store refuses its data, find the event(s) it refuses and write the rest.
+        Returns what was written, the error that stopped the writing (None when nothing did), the rest."""
+        try:
+            await self._insert(pairs, replay=replay)
+            return pairs, None, []
+        except Exception as e:
+            if _unavailable(e):
+                return [], e, pairs
+            return await self._isolate(pairs, replay=replay)
+
+    async def _insert(self, pairs: list[tuple[Outcome, UsageEvent]], *, replay: bool = False) -> None:
+        """One transaction: the events, and the budget settles of those among them not recorded before."""
+        events = [ev for _, ev in pairs]
+        enf = self.enforcer
+        items = {o.id: (o.reservation, o.actual_pico, o.actual_tokens) for o, _ in pairs if o.reservation is not None}
+        if enf is None or not items:
+            if replay:
+                await self.store.insert_events(events, skip_known_ids=True)
+            else:
+                await self.store.insert_events(events)
+            return
+        seen: list[Any] = []
+
+        async def then(conn: Any, fresh: list[UsageEvent]) -> None:
+            todo = enf.unsettled(items[e.id] for e in fresh if e.id in items)
+            seen[:] = await enf.settle_in(conn, todo) if todo else []
+
+        await self.store.insert_events(events, skip_known_ids=replay, then=then)
+        enf.settled(list(items.values()), seen)
+
+    async def _settle_aside(self) -> None:
+        """Set-aside outcomes are not recorded, but their requests were answered: book their cost anyway."""
+        if self._aside and self.enforcer is not None:
+            items, self._aside = self._aside, []
+            await self.enforcer.settle_many(items)
+
+    async def replay(self) -> int:
+        """Record what killed gateways journaled but never wrote (each file once the store has it);
+        returns how many outcomes were new to the store."""
+        if self.spool is None:
+            return 0
+        new = 0
+        for path, records in self.spool.orphans():
+            outcomes = []
+            for rec in records:
+                try:
+                    outcomes.append(self._decode(rec))
+                except (KeyError, TypeError, ValueError) as e:
+                    log.warning("skipping an unreadable record in %s: %s", path, e)
+            before = self.written
+            for i in range(0, len(outcomes), self.batch_size):
+                done, failure, _ = await self._write(self._convert(outcomes[i:i + self.batch_size]), replay=True)
+                self.written += len(done)
+                if failure is not None:
+                    log.error("could not replay the usage journal %s (kept for the next start): %s", path, failure)
+                    break
+            else:
+                path.unlink(missing_ok=True)
+                log.info("replayed the usage journal %s: %d record(s)", path, len(outcomes))
+            new += self.written - before
+        await self._settle_aside()
+        return new
+
+    def _decode(self, rec: dict[str, Any]) -> Outcome:
+        o = decode(rec)
+        settle = rec.get("settle")
+        if settle and self.enforcer is not None:
+            found = [(self.enforcer.by_id.get(i), w) for i, w in zip(settle["budgets"], settle["windows"], strict=True)]
+            found = [(b, w) for b, w in found if b is not None]  # a budget removed since: nothing to book
+            o.reservation = Reservation([b for b, _ in found], int(settle["estimate"]), [w for _, w in found],
+                                        holder=settle["holder"])
+            o.actual_pico, o.actual_tokens = int(settle["actual"]), int(settle["tokens"])
+        return o
 
     def _convert(self, batch: list[Outcome]) -> list[tuple[Outcome, UsageEvent]]:
         """Outcomes as events; one that cannot become an event is set aside (it never will)."""
@@ -149,26 +246,38 @@ class Recorder:
                 self._set_aside(o, e)
         return out
 
-    async def _isolate(self, pairs: list[tuple[Outcome, UsageEvent]]) -> tuple[
+    async def _isolate(self, pairs: list[tuple[Outcome, UsageEvent]], *, replay: bool = False) -> tuple[
             list[tuple[Outcome, UsageEvent]], Exception | None, list[tuple[Outcome, UsageEvent]]]:
         """Write the events one by one: those the store refuses on their own are set aside. Returns what
         was written and, when the store became unavailable meanwhile, that error and the events not tried."""
-        done = []
+        done: list[tuple[Outcome, UsageEvent]] = []
+        refused: list[tuple[Outcome, UsageEvent, Exception]] = []
         for i, (o, ev) in enumerate(pairs):
             try:
-                await self.store.insert_events([ev])
+                await self._insert([(o, ev)], replay=replay)
             except Exception as e:
                 if _unavailable(e):
-                    return done, e, pairs[i:]
-                self._set_aside(o, e)
+                    return done, e, [(r[0], r[1]) for r in refused] + pairs[i:]
+                refused.append((o, ev, e))
                 continue
             done.append((o, ev))
+        if refused and not done and len(pairs) > 1:  # every one refused: the store's fault, not theirs
+            return [], refused[0][2], pairs
+        for o, _, e in refused:
+            self._set_aside(o, e)
         return done, None, []
 
     def _set_aside(self, o: Outcome, err: BaseException) -> None:
         self.metrics.set_aside.inc()
         log.error("set aside usage event %s (%s %s, status %s): the store refuses it: %s", o.id, o.provider,
                   o.model, o.status, err)
+        if self.spool is not None:
+            try:
+                self.spool.set_aside(o, str(err))
+            except (OSError, TypeError, ValueError) as e:
+                log.error("could not keep set-aside usage event %s in the journal: %s", o.id, e)
+        if o.reservation is not None:
+            self._aside.append((o.reservation, max(o.actual_pico, 0), o.actual_tokens))
 
     def _trim(self) -> None:
         over = len(self._pending) - self.max_pending
@@ -253,10 +362,13 @@ class Recorder:
         for _ in range(3):
             await self.flush()
             if not self._pending:
-                return
+                break
             await asyncio.sleep(0.2)
         if self._pending:
-            log.error("shutting down with %d usage events the store would not take", len(self._pending))
+            log.error("shutting down with %d usage events the store would not take%s", len(self._pending),
+                      f" (kept in {self.spool.path} for the next start)" if self.spool is not None else "")
+        if self.spool is not None:
+            self.spool.close(keep=bool(self._pending))
 
 
 def _sane(t: TokenUsage) -> bool:

@@ -9,6 +9,12 @@ reservation in flight, across processes sharing the database, the settled spend 
 limit only by what admitted requests cost beyond their estimates (0 when they stay within their
 max_tokens and the body-bytes/4 prompt estimate).
 
+Reservations are leases (`store/leases.py`): a gateway process registers as a holder, renews it every
+third of `lease_ttl`, and sums what it holds per budget window in `budget_leases` inside the same
+transactions as `budget_spend`. When a gateway is killed its holder expires, and any gateway (a
+surviving replica, or the restarted one) gives its reservations back. Settling goes through the
+lease too, so a reservation is given back exactly once, by its settle or by a reclaim.
+
 Rate limits (rpm, tpm) are sliding windows in this process: each gateway replica counts its own.
 The budget list is cached for `BUDGET_CACHE_TTL_S` seconds, so a new or changed budget reaches a running
 gateway within that time.
@@ -18,10 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
+import socket
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -45,11 +55,13 @@ from mcp_prism.core.budgets import (
 )
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.store import leases
 from mcp_prism.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
 BUDGET_CACHE_TTL_S = 5.0
+LEASE_TTL_S = 30.0  # a killed gateway's reservations come back within this (plus a renewal interval)
 _COLUMNS = "id, scope, subject, period, soft_limit_usd, hard_limit_usd, rpm, tpm, downgrade"
 
 
@@ -208,14 +220,20 @@ class Reservation:
     estimate: int
     windows: list[str] = field(default_factory=list)  # the window each money budget reserved in
     settled: bool = False
+    holder: str | None = None  # the lease it is held under (None: an enforcer without leases)
+
+    def money(self) -> list[Budget]:
+        return [b for b in self.budgets if b.money]
 
 
 class Enforcer:
     """Budgets on the gateway's request path: cached budget list, rate windows, reserve and settle."""
 
-    def __init__(self, store: Store, *, ttl: float = BUDGET_CACHE_TTL_S,
+    def __init__(self, store: Store, *, ttl: float = BUDGET_CACHE_TTL_S, lease_ttl: float = LEASE_TTL_S,
                  on_level: Any = None, on_reject: Any = None) -> None:
-        self.store, self.ttl = store, ttl
+        self.store, self.ttl, self.lease_ttl = store, ttl, lease_ttl
+        self.holder: str | None = None  # set by start_leases (the gateway); None: reservations not leased
+        self._renew_at = 0.0
         self._by_subject: dict[tuple[str, str], list[Budget]] = {}
         self._loaded = -1e9
         self._rates: dict[int, RateWindow] = {}
@@ -235,6 +253,7 @@ class Enforcer:
         for b in _budgets(rows):
             by.setdefault((b.scope, b.subject), []).append(b)
         self._by_subject, self._any = by, bool(by)
+        self.by_id = {b.id: b for found in by.values() for b in found}
 
     @property
     def any(self) -> bool:
@@ -272,7 +291,8 @@ class Enforcer:
                                          f"{what} per minute (counted by this gateway replica); retry in "
                                          f"{max(1, round(wait))} s", max(1.0, wait))
         money = [b for b in budgets if b.money]
-        res = Reservation(budgets, estimate)
+        res = Reservation(budgets, estimate, holder=self.holder)
+        holder = self.holder
         if money:
             when = now or utcnow()
             windows = [window_key(window(b.period, when)[0]) for b in money]
@@ -292,6 +312,8 @@ class Enforcer:
                     rows = list(await conn.execute_fetchall(sql + " RETURNING spent_pico, reserved_pico", params))
                     if not rows:
                         raise _Refused(b)  # the store rolls back every reservation made above
+                    if holder is not None and estimate:
+                        await leases.hold(conn, holder, b.id, w, estimate)
                     seen.append((rows[0][0], rows[0][1]))
                 return seen
 
@@ -325,45 +347,109 @@ class Enforcer:
     async def settle_many(self, items: list[tuple[Reservation, int, int]]) -> None:
         """Settle several requests in one transaction (the gateway batches them off the request path;
         until then their estimates stay reserved, which can only refuse early, never overspend)."""
+        todo = self.unsettled(items)
+        seen: list[tuple[Budget, int, int]] = []
+        if todo:
+            try:
+                seen = await self.store.transaction(lambda conn: self.settle_in(conn, todo))
+            except Exception as e:  # the leases give them back once this process stops renewing them
+                log.error("could not settle %d budget reservation(s) of $%s (they stay reserved until this "
+                          "gateway's lease is reclaimed): %s", len(todo), usd(sum(r.estimate for r, _, _ in todo)), e)
+        self.settled(items, seen)
+
+    @staticmethod
+    def unsettled(items: Iterable[tuple[Reservation, int, int]]) -> list[tuple[Reservation, int, int]]:
+        """The items with a money budget still to settle."""
+        return [(res, actual, tokens) for res, actual, tokens in items if not res.settled and res.windows]
+
+    async def settle_in(self, conn: aiosqlite.Connection, todo: list[tuple[Reservation, int, int]]
+                        ) -> list[tuple[Budget, int, int]]:
+        """The settle's SQL inside the caller's transaction (the recorder runs it with the usage events of
+        the same requests: a request is recorded and its spend booked together, or neither)."""
+        held: dict[tuple[str, int, str], int] = {}  # what each lease gives back, summed
+        for res, _, _ in todo:
+            if res.holder is not None:
+                for b, w in zip(res.money(), res.windows, strict=True):
+                    held[(res.holder, b.id, w)] = held.get((res.holder, b.id, w), 0) + res.estimate
+        live = {k for k in sorted(held) if await leases.release(conn, *k, held[k])}
+        seen = []
+        for res, actual, _ in todo:
+            actual = max(actual, 0)  # a negative cost never reaches a budget
+            for b, w in zip(res.money(), res.windows, strict=True):
+                # a reclaimed lease gave this estimate back already: only the spend is booked
+                back = res.estimate if res.holder is None or (res.holder, b.id, w) in live else 0
+                rows = list(await conn.execute_fetchall(
+                    # CASE, not the scalar MAX(a, b): PostgreSQL has only the aggregate
+                    "UPDATE budget_spend SET reserved_pico = CASE WHEN reserved_pico > ? THEN reserved_pico - ? "
+                    "ELSE 0 END, spent_pico = spent_pico + ? "
+                    "WHERE budget_id = ? AND window_start = ? RETURNING spent_pico, reserved_pico",
+                    (back, back, actual, b.id, w)))
+                spent, reserved = (rows[0][0], rows[0][1]) if rows else (0, 0)
+                seen.append((b, spent, reserved))
+                if b.soft_pico is not None and spent >= b.soft_pico:
+                    await self._soft_alert(conn, b, w, spent)
+        return seen
+
+    def settled(self, items: Iterable[tuple[Reservation, int, int]], seen: list[tuple[Budget, int, int]]) -> None:
+        """After the settle's transaction: mark the reservations settled, count their tokens, and update
+        the levels this replica last saw."""
         mono = time.monotonic()
-        todo: list[tuple[Reservation, int, list[Budget]]] = []
-        for res, actual, tokens in items:
+        for res, _, tokens in items:
             if res.settled:
                 continue
             res.settled = True
             for b in res.budgets:
                 if b.tpm is not None:
                     self._rates.setdefault(b.id, RateWindow()).used(tokens, mono)
-            money = [b for b in res.budgets if b.money]
-            if money:
-                todo.append((res, actual, money))
-        if not todo:
-            return
-
-        async def work(conn: aiosqlite.Connection) -> list[tuple[Budget, int, int]]:
-            seen = []
-            for res, actual, money in todo:
-                for b, w in zip(money, res.windows, strict=True):
-                    rows = list(await conn.execute_fetchall(
-                        # CASE, not the scalar MAX(a, b): PostgreSQL has only the aggregate
-                        "UPDATE budget_spend SET reserved_pico = CASE WHEN reserved_pico > ? THEN reserved_pico - ? "
-                        "ELSE 0 END, spent_pico = spent_pico + ? "
-                        "WHERE budget_id = ? AND window_start = ? RETURNING spent_pico, reserved_pico",
-                        (res.estimate, res.estimate, actual, b.id, w)))
-                    spent, reserved = (rows[0][0], rows[0][1]) if rows else (0, 0)
-                    seen.append((b, spent, reserved))
-                    if b.soft_pico is not None and spent >= b.soft_pico:
-                        await self._soft_alert(conn, b, w, spent)
-            return seen
-
-        try:
-            seen = await self.store.transaction(work)
-        except Exception as e:  # the reservations stay held until the window ends: say so loudly
-            log.error("could not settle %d budget reservation(s) of $%s (they stay reserved in this window): %s",
-                      len(todo), usd(sum(res.estimate for res, _, _ in todo)), e)
-            return
         for b, spent, reserved in seen:
             self._level(b, spent, reserved)
+
+    # ---------------------------------------------------------------- leases
+    def _expiry(self) -> str:
+        return iso(datetime.fromtimestamp(time.time() + self.lease_ttl, UTC))
+
+    async def start_leases(self) -> None:
+        """Hold this process's reservations under a lease, and give back those of expired holders."""
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        holder, expiry = self.holder, self._expiry()
+        await self.store.transaction(lambda conn: leases.register(conn, holder, expiry))
+        self._renew_at = time.monotonic() + self.lease_ttl / 3
+        await self.reclaim_expired()
+
+    async def keep_leases(self) -> None:
+        """Renew this process's lease when a third of it has passed, and reclaim expired ones then."""
+        if self.holder is None or time.monotonic() < self._renew_at:
+            return
+        self._renew_at = time.monotonic() + self.lease_ttl / 3
+        holder, expiry = self.holder, self._expiry()
+        try:
+            if not await self.store.transaction(lambda conn: leases.renew(conn, holder, expiry)):
+                # stalled past its lease: another gateway gave its reservations back; hold new ones afresh
+                log.error("this gateway's budget lease %s expired and was reclaimed; registering a new one", holder)
+                await self.start_leases()
+                return
+            await self.reclaim_expired()
+        except Exception as e:
+            log.error("could not renew the budget lease %s (retrying in %.0f s): %s", holder, self.lease_ttl / 3, e)
+
+    async def reclaim_expired(self, holder: str | None = None) -> int:
+        """Give back what expired holders (or `holder`) reserved; returns the picodollars given back."""
+        now = iso(utcnow())
+        taken = await self.store.transaction(lambda conn: leases.reclaim(conn, now, holder))
+        total = sum(p for *_, p in taken)
+        if total:
+            log.warning("gave back $%s reserved by %d gateway process(es) that %s", usd(total),
+                        len({h for h, *_ in taken}), "stopped renewing their lease" if holder is None else "stopped")
+        return total
+
+    async def stop_leases(self) -> None:
+        """A graceful stop: give back whatever this process still holds (requests never settled)."""
+        if self.holder is not None:
+            holder, self.holder = self.holder, None
+            try:
+                await self.reclaim_expired(holder)
+            except Exception as e:
+                log.error("could not give back this gateway's budget lease %s (it expires on its own): %s", holder, e)
 
     @staticmethod
     async def _soft_alert(conn: aiosqlite.Connection, b: Budget, w: str, spent: int) -> None:
