@@ -3,8 +3,10 @@ isolation of events the store refuses, and (see test_crash.py) kill -9 of the ga
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
@@ -124,5 +126,83 @@ async def test_recorder_sets_aside_what_the_store_refuses_and_writes_the_rest(
         assert m.registry.get_sample_value("prism_gateway_recorder_set_aside_events_total") == 1
         assert "set aside usage event req-00001" in caplog.text
         assert not rec._pending
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------- case 2: leases and the journal
+async def _budget_row(store: Store) -> tuple[int, int]:
+    rows = await store.fetch("SELECT spent_pico, reserved_pico FROM budget_spend")
+    return int(rows[0][0]), int(rows[0][1])
+
+
+@pytest.mark.anyio
+async def test_a_dead_gateways_reservations_are_reclaimed_exactly_once(tmp_path: Path) -> None:
+    from mcp_prism.team.budgets import BudgetService, Enforcer
+
+    store = await Store.open(tmp_path / "p.db")
+    try:
+        await BudgetService(store).set_budget("team", "t", "month", hard_limit_usd="1")
+        dead, alive = Enforcer(store, ttl=0, lease_ttl=0.2), Enforcer(store, ttl=0, lease_ttl=60)
+        await dead.start_leases()
+        found = await dead.applicable(None, None, "t", None)
+        held = [await dead.reserve(found, 3_000_000) for _ in range(3)]
+        await dead.settle(held[0], 1_000_000, 5)
+        assert await _budget_row(store) == (1_000_000, 6_000_000)
+        # `dead` stops renewing (killed); another gateway starts and, once the lease expired, gives it back
+        await alive.start_leases()
+        assert await _budget_row(store) == (1_000_000, 6_000_000)  # not expired yet: still held
+        await asyncio.sleep(0.3)
+        assert await alive.reclaim_expired() == 6_000_000
+        assert await _budget_row(store) == (1_000_000, 0)
+        await dead.settle(held[1], 2_000_000, 5)  # a late settle books the spend, gives nothing back twice
+        assert await _budget_row(store) == (3_000_000, 0)
+        mine = await alive.reserve(found, 4_000_000)  # the survivor's own reservation is untouched
+        assert await alive.reclaim_expired() == 0 and await _budget_row(store) == (3_000_000, 4_000_000)
+        await alive.stop_leases()  # a graceful stop gives back what it never settled
+        assert await _budget_row(store) == (3_000_000, 0) and not mine.settled
+        assert not await store.fetch("SELECT * FROM budget_leases")
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_journal_replays_once_and_books_only_what_was_not_recorded(tmp_path: Path, catalog: Catalog) -> None:
+    from test_recorder import outcome
+
+    from mcp_prism.gateway.spool import Spool
+    from mcp_prism.team.budgets import BudgetService, Enforcer
+
+    store = await Store.open(tmp_path / "p.db")
+    try:
+        await BudgetService(store).set_budget("team", "t", "month", hard_limit_usd="1")
+        enf = Enforcer(store, ttl=0, lease_ttl=60)
+        await enf.start_leases()
+        found = await enf.applicable(None, None, "t", None)
+        spool = Spool(tmp_path / "spool")
+        spool.open()
+        rec = Recorder(store, catalog, Metrics(), enforcer=enf, spool=spool)
+        outs = []
+        for i in range(4):
+            o = outcome(i, team="t", reservation=await enf.reserve(found, 2_000_000), actual_pico=1_000_000)
+            rec.record(o)
+            outs.append(o)
+        other = Recorder(store, catalog, Metrics(), enforcer=enf)  # the first two reach the store...
+        for o in outs[:2]:
+            other.record(o)
+        assert await other.flush() == 2
+        for fd in (spool._fd, *spool._sealed.values()):  # ...then the process dies: its lock goes, the file stays
+            os.close(fd)
+        assert await _budget_row(store) == (2_000_000, 4_000_000)
+
+        enf2 = Enforcer(store, ttl=0, lease_ttl=60)
+        await enf2.refresh(force=True)
+        spool2 = Spool(tmp_path / "spool")
+        spool2.open()
+        rec2 = Recorder(store, catalog, Metrics(), enforcer=enf2, spool=spool2)
+        assert await rec2.replay() == 2  # the two answered but unrecorded ones
+        assert await store.count_events() == 4
+        assert await _budget_row(store) == (4_000_000, 0)  # booked once, their leases given back
+        assert await rec2.replay() == 0 and list((tmp_path / "spool").glob("spool-*.jsonl")) == [spool2.path]
     finally:
         await store.close()

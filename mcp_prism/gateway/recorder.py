@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from mcp_prism.core.catalog import Catalog, Cost
@@ -69,6 +70,7 @@ class Outcome:
     reservation: Reservation | None = None  # settled in the transaction that records this outcome
     actual_pico: int = 0  # what the request cost, booked on its budgets
     actual_tokens: int = 0
+    seq: int = 0  # arrival order in this recorder: which journal segments hold only written outcomes
 
 
 @dataclass(slots=True)
@@ -98,6 +100,9 @@ class Recorder:
         self.enforcer, self.spool, self.settle_interval = enforcer, spool, settle_interval
         self._soon = False  # a flush is due within settle_interval (an outcome holds a reservation)
         self._aside: list[tuple[Reservation, int, int]] = []  # reservations of set-aside outcomes
+        self._seq = 0
+        self._replayed = 0  # outcomes a replay found missing from the store
+        self._segments: list[tuple[Path, int]] = []  # sealed journal segments and the last seq each holds
         self.store, self.catalog, self.metrics = store, catalog, metrics
         self.flush_interval, self.batch_size, self.max_pending = flush_interval, batch_size, max_pending
         self._pending: list[Outcome] = []
@@ -113,6 +118,8 @@ class Recorder:
     def record(self, outcome: Outcome) -> None:
         """Take an outcome (journaled first when there is a spool: the gateway calls this before the
         answer's last byte, so an answered request is never lost with the process)."""
+        self._seq += 1
+        outcome.seq = self._seq
         if self.spool is not None:
             self.spool.append(outcome)
         self._pending.append(outcome)
@@ -138,6 +145,8 @@ class Recorder:
     async def flush(self) -> int:
         """Write everything pending now; returns how many events were written."""
         written = 0
+        if self.spool is not None and (sealed := self.spool.seal()) is not None:
+            self._segments.append((sealed, self._seq))
         while self._pending:
             batch = self._pending[: self.batch_size]
             pairs = self._convert(batch)
@@ -148,6 +157,7 @@ class Recorder:
                 self._observe(o, ev)
             written += len(done)
             self.written += len(done)  # per batch: an early return on a later failure must not forget these
+            self._drop_segments()
             if failure is not None:  # keep the rest for the next tick; never lose it silently
                 log.error("could not record %d usage events (will retry): %s", len(rest), failure)
                 self._trim()
@@ -155,10 +165,16 @@ class Recorder:
                 await self._settle_aside()
                 return written
         self.metrics.queue.set(0)
-        if self.spool is not None:  # nothing pending: every journaled outcome is in the store (or set aside)
-            self.spool.committed()
+        self._drop_segments()
         await self._settle_aside()
         return written
+
+    def _drop_segments(self) -> None:
+        """Delete the sealed journal segments whose outcomes have all left the queue (written or set aside)."""
+        head = self._pending[0].seq if self._pending else self._seq + 1
+        while self._segments and self._segments[0][1] < head:
+            assert self.spool is not None
+            self.spool.drop(self._segments.pop(0)[0])
 
     async def _write(self, pairs: list[tuple[Outcome, UsageEvent]], *, replay: bool = False) -> tuple[
             list[tuple[Outcome, UsageEvent]], Exception | None, list[tuple[Outcome, UsageEvent]]]:
@@ -179,7 +195,7 @@ class Recorder:
         items = {o.id: (o.reservation, o.actual_pico, o.actual_tokens) for o, _ in pairs if o.reservation is not None}
         if enf is None or not items:
             if replay:
-                await self.store.insert_events(events, skip_known_ids=True)
+                self._replayed += len(await self.store.insert_events(events, skip_known_ids=True))
             else:
                 await self.store.insert_events(events)
             return
@@ -189,8 +205,10 @@ class Recorder:
             todo = enf.unsettled(items[e.id] for e in fresh if e.id in items)
             seen[:] = await enf.settle_in(conn, todo) if todo else []
 
-        await self.store.insert_events(events, skip_known_ids=replay, then=then)
+        fresh = await self.store.insert_events(events, skip_known_ids=replay, then=then)
         enf.settled(list(items.values()), seen)
+        if replay:
+            self._replayed += len(fresh)
 
     async def _settle_aside(self) -> None:
         """Set-aside outcomes are not recorded, but their requests were answered: book their cost anyway."""
@@ -203,7 +221,7 @@ class Recorder:
         returns how many outcomes were new to the store."""
         if self.spool is None:
             return 0
-        new = 0
+        self._replayed = 0
         for path, records in self.spool.orphans():
             outcomes = []
             for rec in records:
@@ -211,7 +229,6 @@ class Recorder:
                     outcomes.append(self._decode(rec))
                 except (KeyError, TypeError, ValueError) as e:
                     log.warning("skipping an unreadable record in %s: %s", path, e)
-            before = self.written
             for i in range(0, len(outcomes), self.batch_size):
                 done, failure, _ = await self._write(self._convert(outcomes[i:i + self.batch_size]), replay=True)
                 self.written += len(done)
@@ -221,9 +238,8 @@ class Recorder:
             else:
                 path.unlink(missing_ok=True)
                 log.info("replayed the usage journal %s: %d record(s)", path, len(outcomes))
-            new += self.written - before
         await self._settle_aside()
-        return new
+        return self._replayed
 
     def _decode(self, rec: dict[str, Any]) -> Outcome:
         o = decode(rec)

@@ -8,7 +8,9 @@ process lives: a starting gateway replays only files no live process holds (seve
 a home). Records are JSON lines written with one `write(2)` each, straight to the kernel: they survive
 the process being killed at any point. `fsync` runs at most every `sync_interval` seconds (group
 commit), so a power loss or kernel crash can lose the last second; per-request fsync would cost a
-disk flush on every answer. When the recorder has written everything pending the file is truncated.
+disk flush on every answer. The journal is a chain of segments: the recorder seals the current one as
+a flush starts and deletes a sealed segment once every outcome in it is in the store, so the journal
+stays about one flush long however busy the gateway is.
 
 Prompts and answers go in only for requests whose task type is known (capture was decided for it);
 a named model's request is classified by the recorder from text that is not journaled, so a replayed
@@ -59,31 +61,51 @@ class Spool:
     def __init__(self, directory: Path, *, sync_interval: float = SYNC_INTERVAL_S) -> None:
         self.dir = directory
         self.sync_interval = sync_interval
-        self.path: Path | None = None
+        self.path: Path | None = None  # the segment appended to
         self._fd = -1
-        self._dirty = False
+        self._used = False  # something was appended to the current segment
+        self._sealed: dict[Path, int] = {}  # sealed segments (still locked) -> their fd
+        self._dirty: set[int] = set()  # fds written since their last fsync
         self._synced = time.monotonic()
 
     def open(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / f"spool-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+        self._new_segment()
+
+    def _new_segment(self) -> None:
+        self.path = self.dir / f"spool-{os.getpid()}-{secrets.token_hex(6)}.jsonl"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         _lock(self._fd)
+        self._used = False
 
     def append(self, o: Outcome) -> None:
         os.write(self._fd, encode(o))
-        self._dirty = True
+        self._used = True
+        self._dirty.add(self._fd)
+
+    def seal(self) -> Path | None:
+        """Close the current segment to appends (it stays locked) and start a new one; None when the
+        current one is empty (then it is kept)."""
+        if not self._used or self.path is None:
+            return None
+        sealed = self.path
+        self._sealed[sealed] = self._fd
+        self._new_segment()
+        return sealed
+
+    def drop(self, path: Path) -> None:
+        """A sealed segment whose every outcome is in the store."""
+        fd = self._sealed.pop(path)
+        path.unlink(missing_ok=True)
+        self._dirty.discard(fd)
+        os.close(fd)
 
     def sync_if_due(self) -> None:
         if self._dirty and time.monotonic() - self._synced >= self.sync_interval:
-            os.fsync(self._fd)
-            self._dirty, self._synced = False, time.monotonic()
-
-    def committed(self) -> None:
-        """Everything journaled is in the store now: start the file again."""
-        if self._fd >= 0:
-            os.ftruncate(self._fd, 0)
-            self._dirty = False
+            for fd in self._dirty:
+                os.fsync(fd)
+            self._dirty.clear()
+            self._synced = time.monotonic()
 
     def set_aside(self, o: Outcome, reason: str) -> None:
         line = json.dumps({"reason": reason, "record": json.loads(encode(o))}, default=str) + "\n"
@@ -94,18 +116,21 @@ class Spool:
         """Close the journal; `keep` it (for the next start) when the store did not take everything."""
         if self._fd < 0:
             return
-        if not keep and self.path is not None:
-            self.path.unlink(missing_ok=True)
-        else:
-            os.fsync(self._fd)
-        os.close(self._fd)
+        segments = {**self._sealed, **({self.path: self._fd} if self.path is not None else {})}
+        for path, fd in segments.items():
+            if keep:
+                os.fsync(fd)
+            else:
+                path.unlink(missing_ok=True)
+            os.close(fd)
+        self._sealed.clear()
         self._fd = -1
 
     def orphans(self) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
         """Journals of processes that are gone (no lock held), with their records. Delete each with
         `forget` once its records are in the store."""
         for path in sorted(self.dir.glob("spool-*.jsonl")):
-            if path == self.path:
+            if path == self.path or path in self._sealed:
                 continue
             try:
                 fd = os.open(path, os.O_RDONLY)

@@ -299,6 +299,9 @@ class Enforcer:
 
             async def work(conn: aiosqlite.Connection) -> list[tuple[int, int]]:
                 seen = []
+                if holder is not None and estimate:  # leases first, in key order, as settles take them:
+                    for key in sorted({(b.id, w) for b, w in zip(money, windows, strict=True)}):  # no deadlock
+                        await leases.hold(conn, holder, *key, estimate)
                 for b, w in zip(money, windows, strict=True):
                     if (b.id, w) not in self._windows:  # a ledger row, once made, lasts its window: skip the insert
                         await conn.execute("INSERT OR IGNORE INTO budget_spend (budget_id, window_start) "
@@ -312,8 +315,6 @@ class Enforcer:
                     rows = list(await conn.execute_fetchall(sql + " RETURNING spent_pico, reserved_pico", params))
                     if not rows:
                         raise _Refused(b)  # the store rolls back every reservation made above
-                    if holder is not None and estimate:
-                        await leases.hold(conn, holder, b.id, w, estimate)
                     seen.append((rows[0][0], rows[0][1]))
                 return seen
 
