@@ -242,6 +242,7 @@ class Enforcer:
         self.on_level = on_level  # (budget, remaining_pico | None) -> None: the metrics gauge
         self.on_reject = on_reject  # (budget, reason) -> None: the rejections counter
         self._any = False
+        self.by_id: dict[int, Budget] = {}
 
     async def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
