@@ -182,8 +182,12 @@ class Gateway:
         await self.enforcer.refresh(force=True)
         spool = None
         if settings is not None:  # the journal of answered requests (gateway/spool.py)
-            spool = Spool(settings.home / "spool")
-            spool.open()
+            try:
+                spool = Spool(settings.home / "spool")
+                spool.open()
+            except OSError as e:
+                spool = None
+                log.error("no usage journal (%s): requests answered just before a crash would not be recorded", e)
         self.recorder = Recorder(self.service.store, self.service.catalog, self.metrics,
                                  flush_interval=self._flush_interval, classifier=self.service.classifier,
                                  task_types=self.service.task_types, enforcer=self.enforcer, spool=spool,

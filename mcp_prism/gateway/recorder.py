@@ -121,7 +121,12 @@ class Recorder:
         self._seq += 1
         outcome.seq = self._seq
         if self.spool is not None:
-            self.spool.append(outcome)
+            try:
+                self.spool.append(outcome)
+            except OSError as e:  # a full disk must not fail the answer: it is only less durable
+                self.metrics.journal_errors.inc()
+                log.error("could not journal usage event %s (it is recorded, but would not survive a crash): %s",
+                          outcome.id, e)
         self._pending.append(outcome)
         if len(self._pending) >= self.batch_size:
             self._wake.set()
