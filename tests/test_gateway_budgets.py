@@ -203,3 +203,32 @@ def test_near_the_soft_limit_a_downgrade_budget_routes_to_the_rules_cheaper_mode
         second = client.chat.completions.with_raw_response.create(**ask)
     assert first.headers["x-prism-model"] == "claude-sonnet-4-5"  # under the soft limit: the rule's choice
     assert second.headers["x-prism-model"] == "claude-haiku-4-5"  # past it: the rule's cheaper model
+
+
+def test_a_budget_set_after_the_gateway_started_with_none_is_enforced(fake: FakeProviders, tmp_path: Path) -> None:
+    """Issue 12 case 3: it stayed unenforced until a restart (32 of 32 requests over a $0.000001 budget
+    answered 200)."""
+    home = tmp_path / "home"
+    secret = _setup(home, team="t")
+    with _keyed(home, fake) as g:
+        g.app.enforcer.ttl = 0.2  # type: ignore[union-attr]  # the 5 s cache interval, shortened for the test
+        client = g.openai(api_key=secret)
+        client.chat.completions.create(model="gpt-5-nano", messages=[{"role": "user", "content": "before"}])
+
+        async def set_budget() -> None:
+            svc = await PrismService.open(Settings.from_env({}, home=home))
+            try:
+                await BudgetService(svc.store).set_budget("team", "t", "month", hard_limit_usd="0.000001")
+            finally:
+                await svc.close()
+
+        asyncio.run(set_budget())
+        time.sleep(0.3)
+        codes = []
+        for i in range(5):
+            try:
+                client.chat.completions.create(model="gpt-5-nano", messages=[{"role": "user", "content": f"n{i}"}])
+                codes.append(200)
+            except openai.RateLimitError:
+                codes.append(429)
+    assert codes == [429] * 5
