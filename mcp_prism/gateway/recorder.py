@@ -18,7 +18,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -392,9 +392,11 @@ class Recorder:
             self.spool.close(keep=bool(self._pending))
 
 
+_TOKEN_FIELDS = tuple(f.name for f in fields(TokenUsage))
+
+
 def _sane(t: TokenUsage) -> bool:
-    counts = (t.input_tokens, t.cached_input_tokens, t.cache_write_tokens, t.output_tokens, t.reasoning_tokens)
-    return all(token_count(n) is not None for n in counts) and not t.problems()
+    return all(token_count(getattr(t, f)) is not None for f in _TOKEN_FIELDS) and not t.problems()
 
 
 def _unavailable(err: BaseException) -> bool:

@@ -25,6 +25,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -151,13 +152,16 @@ class Spool:
                 os.close(fd)
 
 
+_TOKEN_FIELDS = tuple(f.name for f in fields(TokenUsage))  # every count, whatever TokenUsage grows
+
+
 def encode(o: Outcome) -> bytes:
     t = o.tokens
     res = o.reservation
     keep_text = bool(o.task_type)
     rec = {
         "id": o.id, "ts": iso(o.ts), "task_type": o.task_type, "model": o.model, "provider": o.provider,
-        "tokens": [t.input_tokens, t.cached_input_tokens, t.cache_write_tokens, t.output_tokens, t.reasoning_tokens],
+        "tokens": {f: getattr(t, f) for f in _TOKEN_FIELDS},
         "status": o.status, "latency_ms": o.latency_ms, "upstream_ms": o.upstream_ms, "route": o.route,
         "ttft_ms": o.ttft_ms, "error_type": o.error_type, "rule_id": o.rule_id, "rule_version": o.rule_version,
         "user": o.user, "team": o.team, "project": o.project, "api_key_id": o.api_key_id,
@@ -175,7 +179,7 @@ def decode(rec: dict[str, Any]) -> Outcome:
 
     return Outcome(
         id=rec["id"], ts=_ts(rec["ts"]), task_type=rec["task_type"], model=rec["model"], provider=rec["provider"],
-        tokens=TokenUsage(*rec["tokens"]), status=rec["status"], latency_ms=rec["latency_ms"],
+        tokens=TokenUsage(**rec["tokens"]), status=rec["status"], latency_ms=rec["latency_ms"],
         upstream_ms=rec["upstream_ms"], route=rec["route"], ttft_ms=rec["ttft_ms"], error_type=rec["error_type"],
         rule_id=rec["rule_id"], rule_version=rec["rule_version"], user=rec["user"], team=rec["team"],
         project=rec["project"], api_key_id=rec["api_key_id"], prompt=rec["prompt"], response=rec["response"],

@@ -291,7 +291,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
-        "0006_budget_leases",
+        "0007_budget_leases",
         """
         -- Budget reservations as leases. Each gateway process (a holder) renews its row while it lives;
         -- what it holds per budget window is summed in budget_leases, changed in the same transactions as
