@@ -23,12 +23,15 @@ async def renew(conn: Any, holder: str, expires_at: str) -> bool:
     return bool(rows)
 
 
-async def hold(conn: Any, holder: str, budget_id: int, window_start: str, pico: int) -> None:
+async def hold(conn: Any, holder: str, keys: list[tuple[int, str]], pico: int) -> None:
+    """Add `pico` to the holder's lease on each (budget_id, window_start), in one statement (the request
+    path pays per statement), rows in the order given (callers sort them: one lock order)."""
     await conn.execute(
-        "INSERT INTO budget_leases (holder, budget_id, window_start, reserved_pico) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (holder, budget_id, window_start) "
+        "INSERT INTO budget_leases (holder, budget_id, window_start, reserved_pico) VALUES "
+        + ", ".join("(?, ?, ?, ?)" for _ in keys)
+        + " ON CONFLICT (holder, budget_id, window_start) "
         "DO UPDATE SET reserved_pico = budget_leases.reserved_pico + excluded.reserved_pico",
-        (holder, budget_id, window_start, pico))
+        tuple(v for budget_id, window_start in keys for v in (holder, budget_id, window_start, pico)))
 
 
 async def release(conn: Any, holder: str, budget_id: int, window_start: str, pico: int) -> bool:

@@ -300,9 +300,9 @@ class Enforcer:
 
             async def work(conn: aiosqlite.Connection) -> list[tuple[int, int]]:
                 seen = []
-                if holder is not None and estimate:  # leases first, in key order, as settles take them:
-                    for key in sorted({(b.id, w) for b, w in zip(money, windows, strict=True)}):  # no deadlock
-                        await leases.hold(conn, holder, *key, estimate)
+                if holder is not None and estimate:  # leases first, in key order as settles take them: no deadlock
+                    await leases.hold(conn, holder, sorted({(b.id, w) for b, w in zip(money, windows, strict=True)}),
+                                      estimate)
                 for b, w in zip(money, windows, strict=True):
                     if (b.id, w) not in self._windows:  # a ledger row, once made, lasts its window: skip the insert
                         await conn.execute("INSERT OR IGNORE INTO budget_spend (budget_id, window_start) "
