@@ -9,7 +9,8 @@ Environment:
 
 The config file (TOML) may hold `[models.*]`, `[aliases]`, `[providers.*]` layered over the shipped
 catalog, `[task_types.*]` for team task types (or to opt a built-in type into sample capture), and
-`[routing] default_task_type / classifier_threshold`, and `[gateway] upstream_timeout_seconds`.
+`[routing] default_task_type / classifier_threshold`, and `[gateway] upstream_timeout_seconds`,
+`budget_lease_seconds`.
 """
 
 from __future__ import annotations
@@ -81,6 +82,15 @@ class Settings:
             raise ConfigError("routing.classifier_threshold must be a number between 0 and 1")
         return float(value)
 
+
+    @property
+    def budget_lease_seconds(self) -> float:
+        """Seconds a killed gateway's budget reservations stay held before another gateway (or its restart)
+        gives them back; a live gateway renews its lease every third of this."""
+        value = (self.user_config.get("gateway") or {}).get("budget_lease_seconds", 30)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 1 <= value <= 3600:
+            raise ConfigError("gateway.budget_lease_seconds must be a number of seconds from 1 to 3600")
+        return float(value)
 
     @property
     def upstream_timeout(self) -> float:

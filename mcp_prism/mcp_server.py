@@ -53,7 +53,8 @@ T = TypeVar("T")
 
 # Kept in step with mcp_prism.core.usage (STATUSES, QUALITY_SOURCES) and store.sqlite.GROUP_COLUMNS;
 # tests/test_mcp_server.py checks that they match.
-Status = Literal["ok", "rate_limited", "timeout", "provider_error", "invalid_request", "cancelled", "error"]
+Status = Literal["ok", "rate_limited", "timeout", "provider_error", "invalid_request", "cancelled", "error",
+                 "invalid_usage"]
 QualitySource = Literal["human", "judge", "automated"]
 GroupColumn = Literal["task_type", "model", "provider", "team", "user", "project", "day"]
 TierName = Literal["simple", "standard", "complex"]

@@ -171,6 +171,10 @@ class _Reply:
     cached: bool
     reasoning: bool
     cached_1h: bool = False
+    bad_usage: Any = None  # `[usage=JSON]`: the prompt count the usage block reports instead (a hostile upstream)
+
+
+_BAD_USAGE = re.compile(r"\[usage=([^\]]+)\]")
 
 
 def _tokens(text: str) -> int:
@@ -245,6 +249,7 @@ def _plan(turn: _Turn) -> _Reply:
         cached=turn.has("[cached]"),
         reasoning=turn.has("[reasoning]"),
         cached_1h=turn.has("[cached1h]"),
+        bad_usage=json.loads(m.group(1)) if (m := _BAD_USAGE.search(turn.last_text)) else None,
     )
 
 
@@ -454,10 +459,12 @@ def _openai_usage(r: _Reply) -> dict[str, Any]:
     cached = CACHED_TOKENS if r.cached else 0
     reasoning = REASONING_TOKENS if r.reasoning else 0
     prompt, completion = r.input_tokens + cached, r.output_tokens + reasoning  # both totals include the details
+    if r.bad_usage is not None:
+        prompt = r.bad_usage
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "total_tokens": prompt + completion if r.bad_usage is None else completion,
         "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": reasoning,
@@ -731,7 +738,7 @@ def _anthropic_usage(r: _Reply, *, output_tokens: int | None = None) -> dict[str
     hour = CACHE_CREATION_1H_TOKENS if r.cached_1h else 0
     out = r.output_tokens + (REASONING_TOKENS if r.reasoning else 0)
     return {
-        "input_tokens": r.input_tokens,  # excludes cached/cache-written tokens, as the API reports it
+        "input_tokens": r.input_tokens if r.bad_usage is None else r.bad_usage,  # excludes cached/cache-written
         "cache_creation_input_tokens": creation + hour,
         "cache_read_input_tokens": CACHED_TOKENS if r.cached else 0,
         "cache_creation": {"ephemeral_5m_input_tokens": creation, "ephemeral_1h_input_tokens": hour},
@@ -861,7 +868,7 @@ def _gemini_turn(model: str, body: dict[str, Any]) -> _Turn:
 def _gemini_usage(r: _Reply, *, final: bool = True) -> dict[str, Any]:
     cached = CACHED_TOKENS if r.cached else 0
     prompt = r.input_tokens + cached  # promptTokenCount includes the cached part
-    usage: dict[str, Any] = {"promptTokenCount": prompt}
+    usage: dict[str, Any] = {"promptTokenCount": prompt if r.bad_usage is None else r.bad_usage}
     total = prompt
     if final:
         usage["candidatesTokenCount"] = r.output_tokens

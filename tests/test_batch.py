@@ -467,3 +467,17 @@ def test_cli_smoke(home: Path, fake: FakeProviders, monkeypatch: pytest.MonkeyPa
     assert listing["counts"] == {"completed": 1} and listing["requests"][0]["id"] == rid
     assert cli.main(["batch", "cancel", rid, "--home", str(home)]) == 2
     assert "already completed" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_a_malformed_usage_block_in_a_batch_result_is_recorded_as_such(svc: PrismService,
+                                                                             batches: BatchService) -> None:
+    """Issue 12 case 1, batch side: the bad count never reaches the store; the event says why."""
+    ok = await batches.enqueue(openai_body("fine"), model=GPT, task_type=TASK, client_format="openai")
+    bad = await batches.enqueue(openai_body('bad [usage=-5000]'), model=GPT, task_type=TASK, client_format="openai")
+    await batches.submit_pending()
+    assert (await batches.poll()).events_recorded == 2
+    rows = {r["request_id"]: r for r in await events(svc)}
+    assert rows[ok]["status"] == "ok" and rows[ok]["input_tokens"] > 0
+    assert rows[bad]["status"] == "invalid_usage" and rows[bad]["input_tokens"] == 0
+    assert Decimal(rows[bad]["cost_usd"]) >= 0

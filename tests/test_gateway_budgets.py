@@ -168,7 +168,10 @@ def test_100_concurrent_requests_never_overspend_the_hard_limit(fake: FakeProvid
         events = [g.event(r.headers["x-prism-request-id"]) for r in admitted]
     estimate = estimate_pico(g.app.service.catalog.prices_at("gpt-5-nano"), len(body), 200)  # type: ignore[union-attr]
     assert len(admitted) >= int(hard * 10**12) // estimate  # no refusal while there was room for one more
-    assert refused and all("exhausted" in r.json()["error"]["message"] for r in refused)
+    # refused while others were in flight: said so, with a Retry-After of seconds (issue 12 case 12)
+    assert refused and all("exhausted" in r.json()["error"]["message"] or "in flight" in r.json()["error"]["message"]
+                           for r in refused)
+    assert all(int(r.headers["retry-after"]) <= 5 for r in refused if "in flight" in r.json()["error"]["message"])
     actual = [Decimal(e["cost_usd"]) for e in events]
     over = sum((max(Decimal(0), a - from_picodollars(estimate)) for a in actual), Decimal(0))
     [row] = _ledger(home / "prism.db")
@@ -200,3 +203,32 @@ def test_near_the_soft_limit_a_downgrade_budget_routes_to_the_rules_cheaper_mode
         second = client.chat.completions.with_raw_response.create(**ask)
     assert first.headers["x-prism-model"] == "claude-sonnet-4-5"  # under the soft limit: the rule's choice
     assert second.headers["x-prism-model"] == "claude-haiku-4-5"  # past it: the rule's cheaper model
+
+
+def test_a_budget_set_after_the_gateway_started_with_none_is_enforced(fake: FakeProviders, tmp_path: Path) -> None:
+    """Issue 12 case 3: it stayed unenforced until a restart (32 of 32 requests over a $0.000001 budget
+    answered 200)."""
+    home = tmp_path / "home"
+    secret = _setup(home, team="t")
+    with _keyed(home, fake) as g:
+        g.app.enforcer.ttl = 0.2  # type: ignore[union-attr]  # the 5 s cache interval, shortened for the test
+        client = g.openai(api_key=secret)
+        client.chat.completions.create(model="gpt-5-nano", messages=[{"role": "user", "content": "before"}])
+
+        async def set_budget() -> None:
+            svc = await PrismService.open(Settings.from_env({}, home=home))
+            try:
+                await BudgetService(svc.store).set_budget("team", "t", "month", hard_limit_usd="0.000001")
+            finally:
+                await svc.close()
+
+        asyncio.run(set_budget())
+        time.sleep(0.3)
+        codes = []
+        for i in range(5):
+            try:
+                client.chat.completions.create(model="gpt-5-nano", messages=[{"role": "user", "content": f"n{i}"}])
+                codes.append(200)
+            except openai.RateLimitError:
+                codes.append(429)
+    assert codes == [429] * 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -137,7 +138,8 @@ async def test_reserve_all_or_nothing_settle_and_soft_alert_once(svc: PrismServi
     r2 = await enf.reserve(applicable, est)
     with pytest.raises(BudgetExceeded) as e:  # the user budget (5 µ$) has 1 µ$ left: refused on both
         await enf.reserve(applicable, est)
-    assert "user u" in e.value.message and "$0.000001" in e.value.message and "resets at" in e.value.message
+    # held by the two in flight (issue 12 case 12: it said "resets at" with a month's Retry-After)
+    assert "user u" in e.value.message and "$0.000004 is reserved" in e.value.message and e.value.retry_after < 5
     team = (await budgets.budget_status(scope="team")).budgets[0]
     assert team.reserved_usd == Decimal("0.000004") and team.requests == 2  # the refused one left no trace
     await enf.settle(r1, 1_500_000, 10)
@@ -214,3 +216,62 @@ async def test_mcp_set_budget_and_status(tmp_path: Path, monkeypatch: pytest.Mon
         r = await c.call_tool("set_budget", {"scope": "team", "subject": "t", "soft_limit_usd": 5,
                                              "hard_limit_usd": 1})
         assert r.is_error and "above the hard limit" in r.content[0].text
+
+
+# ---------------------------------------------------------------- issue 12: hardening (cases 3, 4, 12)
+def test_cli_refuses_a_huge_limit_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = ["--home", str(tmp_path)]
+    for flag, value in (("--hard", "1e30"), ("--hard", "1e400"), ("--soft", "$400")):
+        assert mcp_prism.cli.main(["budget", "set", "team", "x", flag, value, *home]) != 0
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and ("too large" in err or "number of US dollars" in err), err
+    assert mcp_prism.cli.main(["budget", "list", "--json", *home]) == 0
+    assert json.loads(capsys.readouterr().out)["budgets"] == []
+
+
+@pytest.mark.anyio
+async def test_an_unreadable_budget_row_is_skipped_not_fatal(svc: PrismService) -> None:
+    budgets = BudgetService(svc.store)
+    await budgets.set_budget("team", "good", "day", hard_limit_usd=1)
+    # a row written before limits were checked (or by hand): 1e30 dollars overflows the picodollar ledger
+    await svc.store.transaction(lambda c: c.execute(
+        "INSERT INTO budgets (scope, subject, period, hard_limit_usd, created_at, updated_at) "
+        "VALUES ('team', 'bad', 'day', '1e30', 'x', 'x')"))
+    listed = await budgets.budget_status()
+    assert [b.subject for b in listed.budgets] == ["good"]
+    enf = Enforcer(svc.store, ttl=0)
+    await enf.refresh(force=True)  # the gateway's start-up read
+    assert [b.subject for b in await enf.applicable(None, None, "good", None)] == ["good"]
+    assert await enf.applicable(None, None, "bad", None) == []
+
+
+@pytest.mark.anyio
+async def test_a_budget_created_after_start_is_enforced_within_the_cache_interval(svc: PrismService) -> None:
+    enf = Enforcer(svc.store, ttl=0.05)
+    await enf.refresh(force=True)
+    assert not enf.any  # none yet: the gateway skips budget lookups
+    await BudgetService(svc.store).set_budget("team", "t", "day", hard_limit_usd="0.000001")
+    deadline = asyncio.get_running_loop().time() + 5
+    while not enf.any:  # the gateway's own test before each request
+        assert asyncio.get_running_loop().time() < deadline, "a new budget never reached the enforcer"
+        await asyncio.sleep(0.01)
+    found = await enf.applicable(None, None, "t", None)
+    assert [b.subject for b in found] == ["t"]
+    with pytest.raises(BudgetExceeded):
+        await enf.reserve(found, 2_000_000)
+
+
+@pytest.mark.anyio
+async def test_a_refusal_by_requests_in_flight_says_so_and_retries_soon(svc: PrismService) -> None:
+    await BudgetService(svc.store).set_budget("team", "t", "month", hard_limit_usd="0.00001")
+    enf = Enforcer(svc.store, ttl=0)
+    found = await enf.applicable(None, None, "t", None)
+    held = await enf.reserve(found, 8_000_000)  # a request in flight holds $0.000008 of $0.00001
+    with pytest.raises(BudgetExceeded) as e:
+        await enf.reserve(found, 5_000_000)  # would fit once it settles
+    assert e.value.retry_after <= 5  # not the month's reset
+    assert "in flight" in e.value.message and "left" not in e.value.message
+    await enf.settle(held, 8_000_000, 10)
+    with pytest.raises(BudgetExceeded) as e:  # now truly exhausted: the reset is the answer
+        await enf.reserve(found, 5_000_000)
+    assert e.value.retry_after > 3600 and "resets at" in e.value.message

@@ -66,6 +66,8 @@ EXPECTED_COLUMNS = {
     "budgets": ["id", "scope", "subject", "period", "soft_limit_usd", "hard_limit_usd", "rpm", "tpm", "downgrade",
                 "created_at", "updated_at"],
     "budget_spend": ["budget_id", "window_start", "spent_pico", "reserved_pico", "requests", "soft_alerted"],
+    "budget_holders": ["holder", "expires_at"],
+    "budget_leases": ["holder", "budget_id", "window_start", "reserved_pico"],
     "batch_requests": ["id", "task_type", "model", "provider", "client_format", "body", "status", "provider_batch_id",
                        "result", "error", "api_key_id", "team", "user", "project", "created_at", "submitted_at",
                        "completed_at"],
@@ -640,3 +642,28 @@ def test_two_processes_write_one_file(tmp_path: Path) -> None:
                 assert migrations[0][0] == len(MIGRATIONS)
 
         asyncio.run(check(db))
+
+
+# ------------------------------------------------------------------ a replayed journal (issue 12 case 2)
+@pytest.mark.anyio
+async def test_replayed_events_are_skipped_by_id_and_then_sees_only_the_new(store: Any) -> None:
+    first = [event(id=f"e{i}") for i in range(3)]
+    await store.insert_events(first[:2])
+    seen: list[str] = []
+
+    async def then(conn: Any, fresh: list[UsageEvent]) -> None:
+        seen.extend(e.id for e in fresh)
+        await conn.execute("INSERT INTO alerts (ts, kind, message, details) VALUES (?, ?, ?, ?)",
+                           ("t", "probe", "in the txn", "{}"))
+
+    fresh = await store.insert_events(first, skip_known_ids=True, then=then)
+    assert [e.id for e in fresh] == seen == ["e2"]
+    assert await store.count_events() == 3
+    assert len(await store.fetch("SELECT * FROM alerts WHERE kind = 'probe'")) == 1
+
+    async def fails(conn: Any, fresh: list[UsageEvent]) -> None:
+        raise RuntimeError("the settle failed")
+
+    with pytest.raises(RuntimeError):  # `then` is part of the transaction: nothing of it is kept
+        await store.insert_events([event(id="e3")], then=fails)
+    assert await store.count_events() == 3

@@ -26,6 +26,11 @@ DEFAULT_OUTPUT_ALLOWANCE = 4096
 BYTES_PER_TOKEN = 4  # prompt tokens ~ body bytes / 4: over-counts JSON syntax, so the estimate errs high
 NEAR_SOFT_FRACTION = Decimal("0.9")  # with only a hard limit, "near" means 90% of it
 RATE_WINDOW_S = 60.0
+# The ledger sums picodollars in 64-bit integers (at most ~$9.2M): limits stay well below so that spend,
+# reservations and a limit added together can never overflow it.
+MAX_LIMIT_USD = Decimal(1_000_000)
+MAX_RATE = 1_000_000_000  # rpm / tpm: beyond any provider's quota
+INFLIGHT_RETRY_S = 2.0  # a refusal caused by requests in flight: they settle within seconds, not at the reset
 ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly"}
 
 
@@ -121,15 +126,30 @@ def state_of(b: Budget, spent: int, reserved: int) -> str:
     return "ok"
 
 
+def held_by_inflight(b: Budget, spent: int, reserved: int, estimate: int) -> bool:
+    """The request would fit once the requests in flight settle (at most their estimates come back). Read
+    after a refusal, `reserved` may already be 0: the refusal itself shows some were in flight then."""
+    return b.hard_pico is not None and spent + estimate <= b.hard_pico
+
+
 def exhausted_message(b: Budget, spent: int, reserved: int, estimate: int, resets_at: datetime) -> str:
     left = b.remaining_pico(spent, reserved) or 0
+    if held_by_inflight(b, spent, reserved, estimate):
+        # `left` may read more than `estimate` here: requests settled between the refusal and this read
+        return (f"{b.label()} is held by requests in flight: ${usd(spent):.6f} of ${usd(b.hard_pico or 0):.6f} is "
+                f"spent and ${usd(reserved):.6f} is reserved by requests still running, so this request (which may "
+                f"cost up to ${usd(estimate):.6f}) could not be admitted now. Retry in "
+                f"{INFLIGHT_RETRY_S:.0f} s, when they have settled.")
     return (f"{b.label()} is exhausted for this request: ${usd(left):.6f} of ${usd(b.hard_pico or 0):.6f} is left "
             f"(${usd(spent):.6f} spent, ${usd(reserved):.6f} reserved by requests in flight) and this request "
             f"may cost up to ${usd(estimate):.6f}; it resets at {resets_at.strftime('%Y-%m-%dT%H:%M:%SZ')}. "
             "Lower max_tokens, wait for the reset, or ask for a higher limit (mcp-prism budget set).")
 
 
-def retry_after_s(resets_at: datetime, now: datetime) -> float:
+def retry_after_s(b: Budget, spent: int, reserved: int, estimate: int, resets_at: datetime, now: datetime) -> float:
+    """Seconds until the request could pass: a few when requests in flight hold the budget, else the reset."""
+    if held_by_inflight(b, spent, reserved, estimate):
+        return INFLIGHT_RETRY_S
     return max(1.0, (resets_at - now).total_seconds())
 
 

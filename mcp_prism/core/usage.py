@@ -11,7 +11,8 @@ from typing import Literal
 
 from mcp_prism.core.pricing import PriceSnapshot, TokenUsage
 
-STATUSES = ("ok", "rate_limited", "timeout", "provider_error", "invalid_request", "cancelled", "error")
+# invalid_usage: answered, but the provider's usage block was malformed (tokens estimated, see providers/usage_check)
+STATUSES = ("ok", "rate_limited", "timeout", "provider_error", "invalid_request", "cancelled", "error", "invalid_usage")
 QUALITY_SOURCES = ("human", "judge", "automated")
 SOURCES = ("mcp", "gateway", "import", "demo")
 

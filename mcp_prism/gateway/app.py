@@ -44,6 +44,7 @@ from mcp_prism.gateway.cache import CacheSettings, ResponseCache, StreamCapture,
 from mcp_prism.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_prism.gateway.metrics import Metrics
 from mcp_prism.gateway.recorder import Outcome, Recorder
+from mcp_prism.gateway.spool import Spool
 from mcp_prism.loop.batch import BatchService, run_batch_loop
 from mcp_prism.providers.client import ProviderClient
 from mcp_prism.providers.formats import anthropic as anthropic_format
@@ -126,6 +127,7 @@ class _Request:
     capture: Any = None  # StreamCapture of a cacheable streamed answer
     body_bytes: int = 0
     stream_events: int = 0  # content events relayed so far (about one token each)
+    answer_bytes: int = 0  # size of a whole (non-streamed) answer: estimates tokens when usage is malformed
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)
@@ -189,11 +191,23 @@ class Gateway:
             log.info("no API key in the environment for: %s (requests routed there get an error naming the "
                      "variable to set)", ", ".join(missing))
         self.keys = KeyCache(self.service.store)
-        self.enforcer = Enforcer(self.service.store, on_level=self._budget_level, on_reject=self._budget_rejected)
+        self.enforcer = Enforcer(self.service.store, on_level=self._budget_level, on_reject=self._budget_rejected,
+                                 lease_ttl=settings.budget_lease_seconds if settings else 30.0)
         await self.enforcer.refresh(force=True)
+        spool = None
+        if settings is not None:  # the journal of answered requests (gateway/spool.py)
+            try:
+                spool = Spool(settings.home / "spool")
+                spool.open()
+            except OSError as e:
+                spool = None
+                log.error("no usage journal (%s): requests answered just before a crash would not be recorded", e)
         self.recorder = Recorder(self.service.store, self.service.catalog, self.metrics,
                                  flush_interval=self._flush_interval, classifier=self.service.classifier,
-                                 task_types=self.service.task_types)
+                                 task_types=self.service.task_types, enforcer=self.enforcer, spool=spool,
+                                 settle_interval=SETTLE_INTERVAL)
+        await self.recorder.replay()  # what a killed gateway answered but never recorded
+        await self.enforcer.start_leases()  # and gives back what killed gateways held
         self._capture_any = any(t.capture_samples for t in self.service.task_types.values())
         self.cache_conf = CacheSettings.from_config(settings.user_config if settings else {},
                                                     known_task_types=self.service.task_types)
@@ -211,6 +225,8 @@ class Gateway:
                 await asyncio.wait_for(self._settle_wake.wait(), SETTLE_INTERVAL)
             self._settle_wake.clear()
             await self._settle_pending()
+            if self.enforcer is not None:
+                await self.enforcer.keep_leases()
 
     async def _settle_pending(self) -> None:
         if self._settle_queue and self.enforcer is not None:
@@ -230,6 +246,8 @@ class Gateway:
                 await asyncio.wait_for(self._batch_task, 10)
         if self.recorder is not None:
             await self.recorder.close()
+        if self.enforcer is not None:
+            await self.enforcer.stop_leases()
         if self.providers is not None:
             await self.providers.aclose()
         if self.service is not None:
@@ -545,6 +563,7 @@ class Gateway:
             return False
         r.cache_hit = True
         headers = [*self._prism_headers(r), (b"x-prism-cache", b"hit")]
+        self._record(r, Usage(), "ok", saved_usd=hit.saved_usd)  # journaled before it is answered
         if data.get("stream") is True:
             opts = data.get("stream_options") if isinstance(data.get("stream_options"), dict) else {}
             wanted = r.fmt is not openai_format or opts.get("include_usage") is True
@@ -552,7 +571,6 @@ class Gateway:
                            SSE_HEADERS + headers)
         else:
             await _respond(send, 200, hit.body, JSON_HEADERS + headers)
-        self._record(r, Usage(), "ok", saved_usd=hit.saved_usd)
         return True
 
     async def _downgrade(self, d: RouteDecision) -> RouteDecision:
@@ -681,6 +699,7 @@ class Gateway:
     async def _complete(self, send: Send, r: _Request, resp: httpx.Response, pfmt: ModuleType, t_up: float) -> None:
         raw = await _read_all(resp)
         r.upstream_s = time.perf_counter() - t_up
+        r.answer_bytes = len(raw)
         assert r.decision is not None
         try:
             body = json.loads(raw)
@@ -700,8 +719,8 @@ class Gateway:
             await self._error(send, r, WireError(502, "provider_error", f"the provider sent a response that is not "
                                                  f"valid {pfmt.__name__.rsplit('.', 1)[-1]} JSON ({e})"), record=True)
             return
+        self._record(r, usage, "ok")  # journaled before the answer goes out: a kill after it loses nothing
         await _respond(send, 200, out, JSON_HEADERS + self._prism_headers(r))
-        self._record(r, usage, "ok")
         await self._cache_put(r, out, usage)
 
     async def _cache_stream(self, r: _Request, capture: StreamCapture, usage: Usage) -> None:
@@ -752,8 +771,8 @@ class Gateway:
                 with contextlib.suppress(OSError):
                     await send({"type": "http.response.body", "body": r.fmt.StreamEncoder(
                         r.decision.model.name, client_usage).error(err), "more_body": True})
+            self._record(r, usage, status, error_type=err.kind if err else None)  # before the last byte
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            self._record(r, usage, status, error_type=err.kind if err else None)
 
     async def _pump(self, send: Send, r: _Request, resp: httpx.Response, pfmt: ModuleType, state: _PumpState,
                     t_up: float, client_usage: bool) -> tuple[Usage, str, WireError | None]:
@@ -873,14 +892,18 @@ class Gateway:
             headers += self._prism_headers(r)
         else:  # refused before routing, and recorded under this id all the same
             headers.append((b"x-prism-request-id", r.id.encode()))
-        await _respond(send, err.status, json.dumps(r.fmt.render_error(err)).encode(), headers)
         if record and r.decision is not None:
             self._record(r, Usage(), _status_of(err), error_type=err.kind)
+        await _respond(send, err.status, json.dumps(r.fmt.render_error(err)).encode(), headers)
 
     def _record(self, r: _Request, usage: Usage, status: str, *, error_type: str | None = None,
                 saved_usd: Decimal | None = None) -> None:
         d = r.decision
         assert d is not None and self.recorder is not None
+        if usage.invalid:  # the provider's counts are not trusted: the request's size stands in, and says so
+            usage, status, error_type = _estimated_usage(r), "invalid_usage", error_type or "invalid_usage"
+            log.warning("%s sent a malformed usage block for request %s: recorded with estimated tokens",
+                        d.model.provider, r.id)
         latency = (time.perf_counter() - r.t0) * 1000
         ttft = min(r.ttft_ms, latency) if r.ttft_ms is not None else None
         tokens = usage.tokens()
@@ -899,8 +922,10 @@ class Gateway:
             user=r.user, team=r.team, project=r.project,
             prompt=r.prompt, text=r.text if not d.task_type else None,
             response="".join(r.response_text) if r.response_text is not None else None, api_key_id=r.key_id,
-            cache_hit=r.cache_hit, saved_usd=saved_usd, cost=cost,
+            cache_hit=r.cache_hit, saved_usd=saved_usd, cost=cost, reservation=r.reservation,
+            actual_pico=r.actual_pico, actual_tokens=r.actual_tokens,
         ))
+        r.reservation = None  # the recorder settles it with the record, in one transaction
 
     async def _refuse(self, send: Send, r: _Request, err: WireError, data: Any = None, text: str = "") -> None:
         """Answer a request refused before it was routed, and record it with its status and whatever labels
@@ -960,6 +985,12 @@ def _partial_usage(seen: Usage, r: _Request) -> Usage:
                  reasoning_tokens=seen.reasoning_tokens, cache_write_1h_tokens=seen.cache_write_1h_tokens)
 
 
+def _estimated_usage(r: _Request) -> Usage:
+    """Tokens of a request whose usage block was malformed: the prompt at ~4 bytes a token, the answer
+    at one token per streamed event or ~4 bytes a token of the body relayed."""
+    return Usage(input_tokens=r.body_bytes // 4, output_tokens=max(r.stream_events - 1, 0) or r.answer_bytes // 4)
+
+
 def _may_carry_usage(data: str) -> bool:
     """Cheap test before parsing an OpenAI chunk: with include_usage every chunk says `"usage":null`
     but the last (compact JSON from OpenAI, `"usage": null` from some compatible servers)."""
@@ -990,8 +1021,7 @@ class _PassthroughUsage:
                     return False
                 u = (obj.get("message") or {}).get("usage") if event == "message_start" else obj.get("usage")
                 if isinstance(u, dict):
-                    # ints, and the `cache_creation` split of cache writes by lifetime
-                    self._anthropic.update({k: v for k, v in u.items() if isinstance(v, (int, dict))})
+                    self._anthropic.update({k: v for k, v in u.items() if v is not None})  # checked by usage_of
                     self.usage = anthropic_format.usage_of({"usage": self._anthropic})
             return False
         if not _may_carry_usage(data):

@@ -62,6 +62,12 @@ class Metrics:
                                          ("scope", "subject", "period", "reason"), registry=r)
         self.dropped = Counter("prism_gateway_recorder_dropped_events",
                                "Usage events given up after the store refused them repeatedly", registry=r)
+        self.journal_errors = Counter("prism_gateway_journal_errors",
+                                      "Answered requests the journal could not take (they would not survive a crash)",
+                                      registry=r)
+        self.set_aside = Counter("prism_gateway_recorder_set_aside_events",
+                                 "Usage events the store refused on their own (bad data): set aside, not retried",
+                                 registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -641,6 +641,8 @@ class BatchService:
     def _event(self, row: sqlite3.Row, parsed: ChatResponse | None, status: str, body: dict[str, Any],
                now: Any) -> UsageEvent:
         tokens = parsed.usage if parsed else None
+        if tokens is not None and tokens.invalid and status == "ok":  # bad counts were dropped: say so
+            status = "invalid_usage"
         u = UsageInput(
             model=row["model"], task_type=row["task_type"], provider=row["provider"],
             input_tokens=tokens.input_tokens if tokens else 0,

@@ -110,6 +110,7 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_1h_tokens: int = 0  # the one-hour part of cache_write_tokens (Anthropic)
+    invalid: bool = False  # the provider's block held a bad count (providers/usage_check.py): never trust it
 
     def tokens(self) -> TokenUsage:
         return TokenUsage(self.input_tokens, self.cached_input_tokens, self.cache_write_tokens,

@@ -317,4 +317,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0007_budget_leases",
+        """
+        -- Budget reservations as leases. Each gateway process (a holder) renews its row while it lives;
+        -- what it holds per budget window is summed in budget_leases, changed in the same transactions as
+        -- budget_spend.reserved_pico. A holder that stops renewing (killed) is reclaimed by any gateway.
+        CREATE TABLE budget_holders (
+            holder TEXT PRIMARY KEY,             -- host, pid and a random suffix of one gateway process
+            expires_at TEXT NOT NULL             -- ISO UTC; renewed every third of the lease
+        );
+        CREATE TABLE budget_leases (
+            holder TEXT NOT NULL,
+            budget_id INTEGER NOT NULL,
+            window_start TEXT NOT NULL,
+            reserved_pico INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (holder, budget_id, window_start)
+        );
+        """,
+    ),
 ]

@@ -399,8 +399,12 @@ class PgStore(StoreReads):
             raise StoreError(f"database error while reading: {e}") from None
 
     # ---------------------------------------------------------------- usage events
-    async def insert_events(self, events: Iterable[UsageEvent]) -> list[UsageEvent]:
-        """Store events; those whose request_id is already stored are skipped. Returns the new ones."""
+    async def insert_events(self, events: Iterable[UsageEvent], *, skip_known_ids: bool = False,
+                            then: Callable[[Any, list[UsageEvent]], Awaitable[None]] | None = None
+                            ) -> list[UsageEvent]:
+        """Store events; those whose request_id is already stored are skipped (and, with `skip_known_ids`,
+        those whose id is: a replayed journal). Returns the new ones. `then(conn, new_events)` runs in the
+        same transaction (the gateway settles the budgets of exactly the requests it records)."""
         batch = list(events)
         if not batch:
             return []
@@ -415,8 +419,14 @@ class PgStore(StoreReads):
                 rows = await raw.fetch("SELECT request_id FROM usage_events WHERE request_id = ANY($1::text[])",
                                        wanted)
                 existing.update(r[0] for r in rows)
+            known: set[str] = set()
+            if skip_known_ids:
+                rows = await raw.fetch("SELECT id FROM usage_events WHERE id = ANY($1::text[])", [e.id for e in batch])
+                known.update(r[0] for r in rows)
             fresh: list[UsageEvent] = []
             for e in batch:
+                if e.id in known:
+                    continue
                 if e.request_id:
                     if e.request_id in existing:
                         continue
@@ -469,6 +479,8 @@ class PgStore(StoreReads):
             samples = [(e.id, e.prompt, e.response) for e in fresh if e.prompt is not None or e.response is not None]
             if samples:
                 await raw.executemany("INSERT INTO samples (event_id, prompt, response) VALUES ($1, $2, $3)", samples)
+            if then is not None:
+                await then(conn, fresh)
             return fresh
 
         def raced(err: BaseException) -> bool:

@@ -171,8 +171,12 @@ class Store(StoreReads):
             sid = self._snapshot_ids[body] = next(iter(rows))[0]
         return sid
 
-    async def insert_events(self, events: Iterable[UsageEvent]) -> list[UsageEvent]:
-        """Store events; those whose request_id is already stored are skipped. Returns the new ones."""
+    async def insert_events(self, events: Iterable[UsageEvent], *, skip_known_ids: bool = False,
+                            then: Callable[[Any, list[UsageEvent]], Awaitable[None]] | None = None
+                            ) -> list[UsageEvent]:
+        """Store events; those whose request_id is already stored are skipped (and, with `skip_known_ids`,
+        those whose id is: a replayed journal). Returns the new ones. `then(conn, new_events)` runs in the
+        same transaction (the gateway settles the budgets of exactly the requests it records)."""
         batch = list(events)
         if not batch:
             return []
@@ -180,6 +184,7 @@ class Store(StoreReads):
         async def work(conn: aiosqlite.Connection) -> list[UsageEvent]:
             wanted = [e.request_id for e in batch if e.request_id]
             existing: set[str] = set()
+            existing_ids: set[str] = set()
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i:i + 500]
                 rows = await conn.execute_fetchall(
@@ -187,8 +192,17 @@ class Store(StoreReads):
                     chunk,
                 )
                 existing.update(r[0] for r in rows)
+            if skip_known_ids:
+                ids = [e.id for e in batch]
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    rows = await conn.execute_fetchall(
+                        f"SELECT id FROM usage_events WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                    existing_ids.update(r[0] for r in rows)
             fresh: list[UsageEvent] = []
             for e in batch:
+                if e.id in existing_ids:
+                    continue
                 if e.request_id:
                     if e.request_id in existing:
                         continue
@@ -230,6 +244,8 @@ class Store(StoreReads):
             samples = [(e.id, e.prompt, e.response) for e in fresh if e.prompt is not None or e.response is not None]
             if samples:
                 await conn.executemany("INSERT INTO samples (event_id, prompt, response) VALUES (?, ?, ?)", samples)
+            if then is not None:
+                await then(conn, fresh)
             return fresh
 
         return await self.transaction(work)

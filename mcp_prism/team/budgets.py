@@ -9,6 +9,12 @@ reservation in flight, across processes sharing the database, the settled spend 
 limit only by what admitted requests cost beyond their estimates (0 when they stay within their
 max_tokens and the body-bytes/4 prompt estimate).
 
+Reservations are leases (`store/leases.py`): a gateway process registers as a holder, renews it every
+third of `lease_ttl`, and sums what it holds per budget window in `budget_leases` inside the same
+transactions as `budget_spend`. When a gateway is killed its holder expires, and any gateway (a
+surviving replica, or the restarted one) gives its reservations back. Settling goes through the
+lease too, so a reservation is given back exactly once, by its settle or by a reclaim.
+
 Rate limits (rpm, tpm) are sliding windows in this process: each gateway replica counts its own.
 The budget list is cached for `BUDGET_CACHE_TTL_S` seconds, so a new or changed budget reaches a running
 gateway within that time.
@@ -18,10 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
+import socket
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -29,6 +39,8 @@ import aiosqlite
 from pydantic import BaseModel, Field
 
 from mcp_prism.core.budgets import (
+    MAX_LIMIT_USD,
+    MAX_RATE,
     PERIODS,
     SCOPES,
     Budget,
@@ -43,11 +55,13 @@ from mcp_prism.core.budgets import (
 )
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.store import leases
 from mcp_prism.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
 BUDGET_CACHE_TTL_S = 5.0
+LEASE_TTL_S = 30.0  # a killed gateway's reservations come back within this (plus a renewal interval)
 _COLUMNS = "id, scope, subject, period, soft_limit_usd, hard_limit_usd, rpm, tpm, downgrade"
 
 
@@ -85,7 +99,23 @@ def _money(value: Any, what: str) -> Decimal | None:
         raise InvalidInput(f"{what} must be a number of US dollars like 25 or 2.50, not {value!r}") from None
     if not d.is_finite() or d < 0:
         raise InvalidInput(f"{what} must be zero or more US dollars, not {value!r}")
+    if d > MAX_LIMIT_USD:
+        raise InvalidInput(f"{what} of ${value} is too large: budgets go up to ${MAX_LIMIT_USD:,} a period "
+                           "(leave the limit out for none)")
     return d
+
+
+def _budgets(rows: list[sqlite3.Row]) -> list[Budget]:
+    """The budgets of these rows; a row the code cannot read (written by hand or by an older version
+    without today's checks) is skipped and logged, so it never breaks the other budgets or a start."""
+    out = []
+    for r in rows:
+        try:
+            out.append(_budget(r))
+        except (InvalidInput, ValueError, TypeError, KeyError) as e:
+            log.error("skipping budget row %s (%s %s %s): %s; fix it with `mcp-prism budget set`",
+                      r["id"], r["scope"], r["subject"], r["period"], e)
+    return out
 
 
 def _budget(row: sqlite3.Row) -> Budget:
@@ -125,8 +155,8 @@ class BudgetService:
             raise InvalidInput(f"name the {scope} the budget is for (for a key: its id from `mcp-prism keys list`)")
         soft, hard = _money(soft_limit_usd, "soft_limit_usd"), _money(hard_limit_usd, "hard_limit_usd")
         for what, v in (("rpm", rpm), ("tpm", tpm)):
-            if v is not None and v < 1:
-                raise InvalidInput(f"{what} must be at least 1 (leave it out for no limit)")
+            if v is not None and not 1 <= v <= MAX_RATE:
+                raise InvalidInput(f"{what} must be from 1 to {MAX_RATE:,} (leave it out for no limit), not {v}")
         if soft is None and hard is None and rpm is None and tpm is None:
             raise InvalidInput("a budget needs at least one limit: soft_limit_usd, hard_limit_usd, rpm or tpm")
         if soft is not None and hard is not None and soft > hard:
@@ -159,7 +189,7 @@ class BudgetService:
             if v:
                 sql += f" AND {col} = ?"
                 params.append(v)
-        budgets = [_budget(r) for r in await self.store.fetch(sql + " ORDER BY scope, subject, period", params)]
+        budgets = _budgets(await self.store.fetch(sql + " ORDER BY scope, subject, period", params))
         if not budgets and (scope or subject or period):
             what = " ".join(x for x in (scope, subject, period) if x)
             raise InvalidInput(f"no budget for {what}: set one with `mcp-prism budget set` (MCP: set_budget)")
@@ -190,14 +220,20 @@ class Reservation:
     estimate: int
     windows: list[str] = field(default_factory=list)  # the window each money budget reserved in
     settled: bool = False
+    holder: str | None = None  # the lease it is held under (None: an enforcer without leases)
+
+    def money(self) -> list[Budget]:
+        return [b for b in self.budgets if b.money]
 
 
 class Enforcer:
     """Budgets on the gateway's request path: cached budget list, rate windows, reserve and settle."""
 
-    def __init__(self, store: Store, *, ttl: float = BUDGET_CACHE_TTL_S,
+    def __init__(self, store: Store, *, ttl: float = BUDGET_CACHE_TTL_S, lease_ttl: float = LEASE_TTL_S,
                  on_level: Any = None, on_reject: Any = None) -> None:
-        self.store, self.ttl = store, ttl
+        self.store, self.ttl, self.lease_ttl = store, ttl, lease_ttl
+        self.holder: str | None = None  # set by start_leases (the gateway); None: reservations not leased
+        self._renew_at = 0.0
         self._by_subject: dict[tuple[str, str], list[Budget]] = {}
         self._loaded = -1e9
         self._rates: dict[int, RateWindow] = {}
@@ -205,7 +241,8 @@ class Enforcer:
         self._near: dict[int, bool] = {}  # last level seen per budget (for downgrade), per replica
         self.on_level = on_level  # (budget, remaining_pico | None) -> None: the metrics gauge
         self.on_reject = on_reject  # (budget, reason) -> None: the rejections counter
-        self.any = False
+        self._any = False
+        self.by_id: dict[int, Budget] = {}
 
     async def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -214,15 +251,21 @@ class Enforcer:
         self._loaded = now
         rows = await self.store.fetch(f"SELECT {_COLUMNS} FROM budgets")
         by: dict[tuple[str, str], list[Budget]] = {}
-        for r in rows:
-            b = _budget(r)
+        for b in _budgets(rows):
             by.setdefault((b.scope, b.subject), []).append(b)
-        self._by_subject, self.any = by, bool(by)
+        self._by_subject, self._any = by, bool(by)
+        self.by_id = {b.id: b for found in by.values() for b in found}
+
+    @property
+    def any(self) -> bool:
+        """Some budget may apply: the gateway skips `applicable` when not. True once the cached list is due
+        for a refresh too, so a budget created after start-up is enforced within `ttl` seconds."""
+        return self._any or time.monotonic() - self._loaded >= self.ttl
 
     async def applicable(self, key_id: str | None, user: str | None, team: str | None,
                          project: str | None) -> list[Budget]:
         await self.refresh()
-        if not self.any:
+        if not self._any:
             return []
         out: list[Budget] = []
         for scope, subject in (("key", key_id), ("user", user), ("team", team), ("project", project)):
@@ -249,13 +292,17 @@ class Enforcer:
                                          f"{what} per minute (counted by this gateway replica); retry in "
                                          f"{max(1, round(wait))} s", max(1.0, wait))
         money = [b for b in budgets if b.money]
-        res = Reservation(budgets, estimate)
+        res = Reservation(budgets, estimate, holder=self.holder)
+        holder = self.holder
         if money:
             when = now or utcnow()
             windows = [window_key(window(b.period, when)[0]) for b in money]
 
             async def work(conn: aiosqlite.Connection) -> list[tuple[int, int]]:
                 seen = []
+                if holder is not None and estimate:  # leases first, in key order as settles take them: no deadlock
+                    await leases.hold(conn, holder, sorted({(b.id, w) for b, w in zip(money, windows, strict=True)}),
+                                      estimate)
                 for b, w in zip(money, windows, strict=True):
                     if (b.id, w) not in self._windows:  # a ledger row, once made, lasts its window: skip the insert
                         await conn.execute("INSERT OR IGNORE INTO budget_spend (budget_id, window_start) "
@@ -284,7 +331,7 @@ class Enforcer:
                 self._level(b, spent, reserved)
                 self._reject(b, "budget")
                 raise BudgetExceeded(b, "budget", exhausted_message(b, spent, reserved, estimate, resets),
-                                     retry_after_s(resets, when)) from None
+                                     retry_after_s(b, spent, reserved, estimate, resets, when)) from None
             for b, (spent, reserved) in zip(money, result, strict=True):
                 self._level(b, spent, reserved)
             self._windows.update(zip((b.id for b in money), windows, strict=True))
@@ -302,45 +349,109 @@ class Enforcer:
     async def settle_many(self, items: list[tuple[Reservation, int, int]]) -> None:
         """Settle several requests in one transaction (the gateway batches them off the request path;
         until then their estimates stay reserved, which can only refuse early, never overspend)."""
+        todo = self.unsettled(items)
+        seen: list[tuple[Budget, int, int]] = []
+        if todo:
+            try:
+                seen = await self.store.transaction(lambda conn: self.settle_in(conn, todo))
+            except Exception as e:  # the leases give them back once this process stops renewing them
+                log.error("could not settle %d budget reservation(s) of $%s (they stay reserved until this "
+                          "gateway's lease is reclaimed): %s", len(todo), usd(sum(r.estimate for r, _, _ in todo)), e)
+        self.settled(items, seen)
+
+    @staticmethod
+    def unsettled(items: Iterable[tuple[Reservation, int, int]]) -> list[tuple[Reservation, int, int]]:
+        """The items with a money budget still to settle."""
+        return [(res, actual, tokens) for res, actual, tokens in items if not res.settled and res.windows]
+
+    async def settle_in(self, conn: aiosqlite.Connection, todo: list[tuple[Reservation, int, int]]
+                        ) -> list[tuple[Budget, int, int]]:
+        """The settle's SQL inside the caller's transaction (the recorder runs it with the usage events of
+        the same requests: a request is recorded and its spend booked together, or neither)."""
+        held: dict[tuple[str, int, str], int] = {}  # what each lease gives back, summed
+        for res, _, _ in todo:
+            if res.holder is not None:
+                for b, w in zip(res.money(), res.windows, strict=True):
+                    held[(res.holder, b.id, w)] = held.get((res.holder, b.id, w), 0) + res.estimate
+        live = {k for k in sorted(held) if await leases.release(conn, *k, held[k])}
+        seen = []
+        for res, actual, _ in todo:
+            actual = max(actual, 0)  # a negative cost never reaches a budget
+            for b, w in zip(res.money(), res.windows, strict=True):
+                # a reclaimed lease gave this estimate back already: only the spend is booked
+                back = res.estimate if res.holder is None or (res.holder, b.id, w) in live else 0
+                rows = list(await conn.execute_fetchall(
+                    # CASE, not the scalar MAX(a, b): PostgreSQL has only the aggregate
+                    "UPDATE budget_spend SET reserved_pico = CASE WHEN reserved_pico > ? THEN reserved_pico - ? "
+                    "ELSE 0 END, spent_pico = spent_pico + ? "
+                    "WHERE budget_id = ? AND window_start = ? RETURNING spent_pico, reserved_pico",
+                    (back, back, actual, b.id, w)))
+                spent, reserved = (rows[0][0], rows[0][1]) if rows else (0, 0)
+                seen.append((b, spent, reserved))
+                if b.soft_pico is not None and spent >= b.soft_pico:
+                    await self._soft_alert(conn, b, w, spent)
+        return seen
+
+    def settled(self, items: Iterable[tuple[Reservation, int, int]], seen: list[tuple[Budget, int, int]]) -> None:
+        """After the settle's transaction: mark the reservations settled, count their tokens, and update
+        the levels this replica last saw."""
         mono = time.monotonic()
-        todo: list[tuple[Reservation, int, list[Budget]]] = []
-        for res, actual, tokens in items:
+        for res, _, tokens in items:
             if res.settled:
                 continue
             res.settled = True
             for b in res.budgets:
                 if b.tpm is not None:
                     self._rates.setdefault(b.id, RateWindow()).used(tokens, mono)
-            money = [b for b in res.budgets if b.money]
-            if money:
-                todo.append((res, actual, money))
-        if not todo:
-            return
-
-        async def work(conn: aiosqlite.Connection) -> list[tuple[Budget, int, int]]:
-            seen = []
-            for res, actual, money in todo:
-                for b, w in zip(money, res.windows, strict=True):
-                    rows = list(await conn.execute_fetchall(
-                        # CASE, not the scalar MAX(a, b): PostgreSQL has only the aggregate
-                        "UPDATE budget_spend SET reserved_pico = CASE WHEN reserved_pico > ? THEN reserved_pico - ? "
-                        "ELSE 0 END, spent_pico = spent_pico + ? "
-                        "WHERE budget_id = ? AND window_start = ? RETURNING spent_pico, reserved_pico",
-                        (res.estimate, res.estimate, actual, b.id, w)))
-                    spent, reserved = (rows[0][0], rows[0][1]) if rows else (0, 0)
-                    seen.append((b, spent, reserved))
-                    if b.soft_pico is not None and spent >= b.soft_pico:
-                        await self._soft_alert(conn, b, w, spent)
-            return seen
-
-        try:
-            seen = await self.store.transaction(work)
-        except Exception as e:  # the reservations stay held until the window ends: say so loudly
-            log.error("could not settle %d budget reservation(s) of $%s (they stay reserved in this window): %s",
-                      len(todo), usd(sum(res.estimate for res, _, _ in todo)), e)
-            return
         for b, spent, reserved in seen:
             self._level(b, spent, reserved)
+
+    # ---------------------------------------------------------------- leases
+    def _expiry(self) -> str:
+        return iso(datetime.fromtimestamp(time.time() + self.lease_ttl, UTC))
+
+    async def start_leases(self) -> None:
+        """Hold this process's reservations under a lease, and give back those of expired holders."""
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        holder, expiry = self.holder, self._expiry()
+        await self.store.transaction(lambda conn: leases.register(conn, holder, expiry))
+        self._renew_at = time.monotonic() + self.lease_ttl / 3
+        await self.reclaim_expired()
+
+    async def keep_leases(self) -> None:
+        """Renew this process's lease when a third of it has passed, and reclaim expired ones then."""
+        if self.holder is None or time.monotonic() < self._renew_at:
+            return
+        self._renew_at = time.monotonic() + self.lease_ttl / 3
+        holder, expiry = self.holder, self._expiry()
+        try:
+            if not await self.store.transaction(lambda conn: leases.renew(conn, holder, expiry)):
+                # stalled past its lease: another gateway gave its reservations back; hold new ones afresh
+                log.error("this gateway's budget lease %s expired and was reclaimed; registering a new one", holder)
+                await self.start_leases()
+                return
+            await self.reclaim_expired()
+        except Exception as e:
+            log.error("could not renew the budget lease %s (retrying in %.0f s): %s", holder, self.lease_ttl / 3, e)
+
+    async def reclaim_expired(self, holder: str | None = None) -> int:
+        """Give back what expired holders (or `holder`) reserved; returns the picodollars given back."""
+        now = iso(utcnow())
+        taken = await self.store.transaction(lambda conn: leases.reclaim(conn, now, holder))
+        total = sum(p for *_, p in taken)
+        if total:
+            log.warning("gave back $%s reserved by %d gateway process(es) that %s", usd(total),
+                        len({h for h, *_ in taken}), "stopped renewing their lease" if holder is None else "stopped")
+        return total
+
+    async def stop_leases(self) -> None:
+        """A graceful stop: give back whatever this process still holds (requests never settled)."""
+        if self.holder is not None:
+            holder, self.holder = self.holder, None
+            try:
+                await self.reclaim_expired(holder)
+            except Exception as e:
+                log.error("could not give back this gateway's budget lease %s (it expires on its own): %s", holder, e)
 
     @staticmethod
     async def _soft_alert(conn: aiosqlite.Connection, b: Budget, w: str, spent: int) -> None:

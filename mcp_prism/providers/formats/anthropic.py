@@ -32,6 +32,7 @@ from mcp_prism.providers.formats import (
     retry_after,
     type_name,
 )
+from mcp_prism.providers.usage_check import checked_usage
 from mcp_prism.providers.wire import (
     BlockStop,
     ChatRequest,
@@ -482,6 +483,7 @@ def usage_of(body: Mapping[str, Any]) -> Usage:
     return _usage(raw) if isinstance(raw, dict) else Usage()
 
 
+@checked_usage  # bad counts from upstream are dropped and the usage marked invalid
 def _usage(raw: Mapping[str, Any]) -> Usage:
     read = raw.get("cache_read_input_tokens") or 0
     write = raw.get("cache_creation_input_tokens") or 0

@@ -29,6 +29,7 @@ from typing import Any
 
 from mcp_prism.providers.formats import new_id
 from mcp_prism.providers.formats import retry_after as header_retry_after
+from mcp_prism.providers.usage_check import checked_usage
 from mcp_prism.providers.wire import (
     BlockStop,
     ChatRequest,
@@ -318,6 +319,7 @@ def _unix_time(stamp: Any) -> int | None:
         return None
 
 
+@checked_usage  # bad counts from upstream are dropped and the usage marked invalid
 def usage_of(body: Mapping[str, Any]) -> Usage:
     """Neutral usage from `usageMetadata`.
 

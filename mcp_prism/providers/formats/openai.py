@@ -33,6 +33,7 @@ from mcp_prism.providers.formats import (
     retry_after,
     type_name,
 )
+from mcp_prism.providers.usage_check import checked_usage
 from mcp_prism.providers.wire import (
     BlockStop,
     ChatRequest,
@@ -407,6 +408,7 @@ def usage_of(body: Mapping[str, Any]) -> Usage:
     return _usage(body.get("usage"))
 
 
+@checked_usage  # bad counts from upstream are dropped and the usage marked invalid
 def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()

@@ -31,6 +31,7 @@ from typing import Any
 
 from mcp_prism.providers.formats import bad_request, dumps, is_int, new_id, now, type_name
 from mcp_prism.providers.formats.openai import _image_from_url, parse_error, render_error
+from mcp_prism.providers.usage_check import checked_usage
 from mcp_prism.providers.wire import (
     BlockStop,
     ChatRequest,
@@ -368,8 +369,9 @@ def usage_of(body: Mapping[str, Any]) -> Usage:
     return _usage(body.get("usage"))
 
 
+@checked_usage  # bad counts from upstream are dropped and the usage marked invalid
 def _usage(raw: Any) -> Usage:
-    if not isinstance(raw, dict):
+    if not isinstance(raw, Mapping):
         return Usage()
     inp = raw.get("input_tokens_details") or {}
     out = raw.get("output_tokens_details") or {}
