@@ -43,7 +43,7 @@ Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
 # (result, markdown text): the commands of one area of the optimisation loop, and install/uninstall.
 LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_evaluate", "mcp_prism.cli_analysis",
                     "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.cli_team",
-                    "mcp_prism.cli_batch")
+                    "mcp_prism.cli_batch", "mcp_prism.cli_config")
 
 
 # ==================================================================== output helpers
@@ -347,7 +347,9 @@ def demo_text(d: Any, r: CostReport) -> str:
 
 def cmd_serve(settings: Settings, a: argparse.Namespace) -> int:
     from mcp_prism import mcp_server  # imported here: the other commands don't need the MCP SDK loaded
+    from mcp_prism.config_check import check_settings
 
+    check_settings(settings)  # a bad config stops here with its message, not inside a running server
     if a.http:
         env_hosts = os.environ.get("PRISM_ALLOWED_HOSTS", "")
         allowed = [*a.allowed_host, *(h.strip() for h in env_hosts.split(",") if h.strip())]
@@ -359,8 +361,10 @@ def cmd_serve(settings: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_gateway(settings: Settings, a: argparse.Namespace) -> int:
+    from mcp_prism.config_check import check_settings
     from mcp_prism.gateway import serve_gateway
 
+    check_settings(settings)  # a bad config stops here with its message, not inside a running server
     serve_gateway(settings, host=a.host, port=a.port, token=os.environ.get("PRISM_GATEWAY_TOKEN") or None,
                   no_auth=a.no_auth)
     return 0
@@ -575,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     serving = getattr(args, "serve", None)
     _setup_logging(serving is not None)
     try:
+        standalone = getattr(args, "standalone", None)
+        if standalone is not None:  # commands that judge the config itself, before any store
+            return standalone(args)
         settings = load_settings(home, db)
         if serving:
             return serving(settings, args)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from mcp_prism.core.config_schema import checked
 from mcp_prism.core.stats import DEFAULT_THRESHOLDS, Qualification, clopper_pearson_lower, qualify
 from mcp_prism.core.tasks import Tier
 from mcp_prism.errors import ConfigError
@@ -44,7 +45,7 @@ class LoopSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> LoopSettings:
-        config, d = config or {}, cls()
+        config, d = checked(config), cls()
         analysis = _table(config, "analysis")
         monitoring = _table(config, "monitoring")
         alerts = _table(config, "alerts")

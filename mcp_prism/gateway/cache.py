@@ -41,6 +41,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from mcp_prism.core.config_schema import checked
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import ConfigError, InvalidInput
@@ -130,7 +131,7 @@ class CacheSettings:
     @classmethod
     def from_config(cls, user_config: Mapping[str, Any], known_task_types: Collection[str] | None = None
                     ) -> CacheSettings:
-        raw = user_config.get("cache")
+        raw = checked(user_config).get("cache")
         if raw is None:
             return cls()
         if not isinstance(raw, Mapping):
