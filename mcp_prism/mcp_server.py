@@ -34,6 +34,7 @@ from mcp_prism import __version__
 from mcp_prism.config import Settings, is_loopback
 from mcp_prism.core.rules import RULE_SCHEMA
 from mcp_prism.errors import ConfigError, PrismError, UnknownName
+from mcp_prism.limits import clip_message, harden_tools
 from mcp_prism.results import (
     CompareResult,
     CostReport,
@@ -145,7 +146,7 @@ async def _tool(name: str, call: Callable[[], T | Awaitable[T]]) -> T:
     try:
         return await _run(call)
     except PrismError as e:
-        raise ToolError(str(e)) from None
+        raise ToolError(clip_message(str(e))) from None
     except ToolError:
         raise
     except Exception:
@@ -464,6 +465,7 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
     # The optimisation loop's tools live beside their services, one adapter module per area.
     for module in LOOP_TOOL_MODULES:
         importlib.import_module(module).register_tools(mcp, shared.get, _tool)
+    harden_tools(mcp)  # every argument bounded: lengths, integer ranges, real booleans (mcp_prism/limits.py)
     importlib.import_module("mcp_prism.mcp_prompts").register_prompts(mcp)
     return mcp
 

@@ -7,6 +7,7 @@ It knows nothing of MCP, HTTP or terminals.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +24,17 @@ from mcp_prism.core.report import Totals, monthly, pct, repriced
 from mcp_prism.core.routing import DEFAULT_PROFILES, FALLBACK_PROFILE, OUTPUT_HEADROOM, choose_model, default_rule_for
 from mcp_prism.core.rules import DEFAULT_RULES, RoutingRule, parse_rule
 from mcp_prism.core.tasks import TaskTypeSpec, Tier
-from mcp_prism.core.usage import QUALITY_SOURCES, SOURCES, STATUSES, UsageEvent, parse_iso, utcnow
+from mcp_prism.core.usage import (
+    QUALITY_SOURCES,
+    SOURCES,
+    STATUSES,
+    UsageEvent,
+    parse_iso,
+    token_bound_problems,
+    utcnow,
+)
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.limits import check_text
 from mcp_prism.providers.client import ProviderClient
 from mcp_prism.results import (
     Alternative,
@@ -605,9 +615,15 @@ class PrismService:
                 problems.append("quality must be between 0 and 1")
             if u.quality_source not in QUALITY_SOURCES:
                 problems.append(f"quality_source must be one of {', '.join(QUALITY_SOURCES)} when quality is given")
+        for name in ("model", "provider", "user", "team", "project", "request_id", "rule_id", "description",
+                     "prompt", "response"):
+            problems += check_text(name, getattr(u, name))
+        if not (isinstance(u.latency_ms, int | float) and math.isfinite(u.latency_ms) and u.latency_ms <= 1e9):
+            problems.append("latency_ms must be a finite number of milliseconds")
         tokens = TokenUsage(u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens,
                             u.reasoning_tokens)
-        problems += tokens.problems()
+        bounds = token_bound_problems(tokens)
+        problems += bounds or tokens.problems()
         ts = utcnow()
         if u.timestamp:
             try:
