@@ -30,6 +30,7 @@ from mcp_prism.config import Settings
 from mcp_prism.core.report import money
 from mcp_prism.core.usage import QUALITY_SOURCES, SOURCES, STATUSES
 from mcp_prism.errors import InvalidInput, PrismError
+from mcp_prism.limits import clip_message, harden_parser
 from mcp_prism.results import CostReport, RouteResult, RuleChange, RuleHistory, RuleView
 from mcp_prism.service import PrismService, UsageInput
 
@@ -526,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The optimisation loop's commands live beside their services, one adapter module per area.
     for module in LOOP_CLI_MODULES:
         importlib.import_module(module).register_commands(add, sub)
+    harden_parser(parser)  # every argument bounded (lengths, ranges, USD amounts): mcp_prism/limits.py
     return parser
 
 
@@ -592,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             _out(text)
         return 0
     except PrismError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {clip_message(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

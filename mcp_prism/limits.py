@@ -112,3 +112,74 @@ def harden_tools(mcp: Any) -> None:
 
 def _with_own(tp: Any, metadata: list[Any]) -> Any:
     return Annotated[(tp, *metadata)] if metadata else tp  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- CLI arguments
+def usd_amount(value: str) -> Decimal:
+    """A USD amount from the command line: `400`, `400.50` or `$400`; finite, >= 0, at most MONEY_MAX."""
+    import argparse
+    from decimal import InvalidOperation
+
+    text = value.strip().removeprefix("$").replace(",", "").strip()
+    try:
+        amount = Decimal(text)
+    except (InvalidOperation, ValueError):
+        raise argparse.ArgumentTypeError(f"{clip(value, 40)} is not an amount in USD; write it like 400 or "
+                                         "400.50") from None
+    if not amount.is_finite() or amount < 0 or amount > MONEY_MAX:
+        raise argparse.ArgumentTypeError(f"{clip(value, 40)} must be an amount from 0 to {MONEY_MAX:,} USD")
+    return amount
+
+
+def harden_parser(parser: Any) -> None:
+    """Bound every argument of every (sub)command: strings by length and no NUL, integers to +-INT_MAX,
+    numbers finite, `Decimal` amounts through `usd_amount`, and any error a type raises turned into a usage error
+    (argparse only catches ValueError and TypeError; Decimal raises ArithmeticError)."""
+    import argparse
+
+    seen: set[int] = set()
+
+    def walk(p: argparse.ArgumentParser) -> None:
+        if id(p) in seen:
+            return
+        seen.add(id(p))
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    walk(sub)
+            elif action.nargs != 0 and action.option_strings != ["-h", "--help"]:
+                action.type = _bounded_type(action.type, action.dest)
+
+    walk(parser)
+
+
+def _bounded_type(kind: Any, name: str) -> Any:
+    import argparse
+    import math
+
+    if kind is Decimal:
+        return usd_amount
+    limit = string_limit(name)
+
+    def convert(value: str) -> Any:
+        problems = check_text(name.replace("_", "-"), value, limit)
+        if problems:
+            raise argparse.ArgumentTypeError(problems[0])
+        if kind is None or kind is str:
+            return value
+        try:
+            out = kind(value)
+        except argparse.ArgumentTypeError:
+            raise
+        except (ArithmeticError, OverflowError, UnicodeError) as e:
+            raise argparse.ArgumentTypeError(f"{clip(value, 40)} is not a valid value ({type(e).__name__})") from None
+        if isinstance(out, bool):
+            return out
+        if isinstance(out, int) and not -INT_MAX <= out <= INT_MAX:
+            raise argparse.ArgumentTypeError(f"{clip(value, 40)} is out of range (at most {INT_MAX:,})")
+        if isinstance(out, float) and (not math.isfinite(out) or abs(out) > 1e15):
+            raise argparse.ArgumentTypeError(f"{clip(value, 40)} must be a finite number")
+        return out
+
+    convert.__name__ = getattr(kind, "__name__", "str")  # argparse names the type in "invalid int value" errors
+    return convert

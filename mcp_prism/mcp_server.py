@@ -34,6 +34,7 @@ from mcp_prism import __version__
 from mcp_prism.config import Settings, is_loopback
 from mcp_prism.core.rules import RULE_SCHEMA
 from mcp_prism.errors import ConfigError, PrismError, UnknownName
+from mcp_prism.file_access import FileRoots
 from mcp_prism.limits import clip_message, harden_tools
 from mcp_prism.results import (
     CompareResult,
@@ -105,8 +106,9 @@ class _SharedService:
     clients; sharing keeps one store connection and rule cache per server either way. Static resources
     get no `Context`, so tools and resources all reach the service through this object."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, file_roots: FileRoots) -> None:
         self.settings = settings
+        self.file_roots = file_roots
         self.service: PrismService | None = None
         self.users = 0
         self.lock = anyio.Lock()
@@ -116,6 +118,7 @@ class _SharedService:
         async with self.lock:
             if self.service is None:
                 self.service = await PrismService.open(self.settings)
+                self.service.file_roots = self.file_roots  # tools taking a path read only under these
             self.users += 1
             service = self.service
         try:
@@ -181,8 +184,10 @@ def build_server(settings: Settings) -> MCPServer[Any]:
 
 
 def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
-                   token_verifier: "StaticTokenVerifier | None" = None) -> MCPServer[Any]:
-    shared = _SharedService(settings)
+                   token_verifier: "StaticTokenVerifier | None" = None, http: bool = False) -> MCPServer[Any]:
+    mcp_conf = settings.config.mcp
+    roots = FileRoots.for_transport(mcp_conf.file_roots if mcp_conf else None, http=http, home=settings.home)
+    shared = _SharedService(settings, roots)
     mcp: MCPServer[Any] = MCPServer(
         "mcp-prism",
         title="mcp-prism model router",
@@ -543,7 +548,7 @@ def build_http_server(settings: Settings, *, host: str = "127.0.0.1", port: int 
         auth = AuthSettings(issuer_url=base, resource_server_url=base + MCP_PATH,  # type: ignore[arg-type]
                             validate_token_resource=False)
         verifier = StaticTokenVerifier(token)
-    return _create_server(settings, auth=auth, token_verifier=verifier), security
+    return _create_server(settings, auth=auth, token_verifier=verifier, http=True), security
 
 
 def serve_http(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from mcp_prism import render
@@ -34,7 +35,8 @@ from mcp_prism.core.usage import (
     utcnow,
 )
 from mcp_prism.errors import InvalidInput, UnknownName
-from mcp_prism.limits import check_text
+from mcp_prism.file_access import FileRoots
+from mcp_prism.limits import check_text, require_text
 from mcp_prism.providers.client import ProviderClient
 from mcp_prism.results import (
     Alternative,
@@ -133,6 +135,7 @@ class PrismService:
         if default_task_type not in task_types:
             raise UnknownName("task type", default_task_type, list(task_types))
         self.store = store
+        self.file_roots: FileRoots | None = None  # set by the MCP adapter: files a remote caller may name
         self.catalog = catalog
         self.task_types = task_types
         self.classifier = Classifier(list(task_types.values()), default=default_task_type,
@@ -164,6 +167,13 @@ class PrismService:
         if self._providers is None:
             self._providers = ProviderClient(self.catalog)
         return self._providers
+
+    def readable_path(self, path: str | Path) -> Path:
+        """A file a caller named, for reading: confined to `file_roots` when an MCP client asks."""
+        if self.file_roots is not None:
+            return self.file_roots.check(path)
+        require_text("path", str(path))
+        return Path(path).expanduser()
 
     async def close(self) -> None:
         if self._providers is not None:
@@ -517,6 +527,8 @@ class PrismService:
             raise InvalidInput("author is required: who is making this change (a name or email)")
         if not reason or not reason.strip():
             raise InvalidInput("reason is required: why this change (e.g. 'experiment 12 qualified haiku')")
+        for name, value in (("author", author), ("reason", reason), ("evidence", evidence)):
+            require_text(name, value)
         parsed = parse_rule(rule, self.catalog, self.task_types)
         return await self._change(parsed, author=author.strip(), reason=reason.strip(), evidence=evidence,
                                   dry_run=dry_run, action="update", details={})
@@ -526,6 +538,8 @@ class PrismService:
         self._task(task_type)
         if not author or not reason:
             raise InvalidInput("author and reason are required for a rollback")
+        require_text("author", author)
+        require_text("reason", reason)
         if to_version == 0:
             body = self._defaults[task_type].rule.to_json()
         else:

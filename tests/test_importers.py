@@ -303,7 +303,7 @@ def test_cli_import_outcomes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 @pytest.mark.anyio
 async def test_mcp_tools(tmp_path: Path) -> None:
     path = write(tmp_path / "toy.csv", TOY_CSV)
-    server = build_server(Settings.from_env({}, home=tmp_path / "h"))
+    server = build_server(Settings.from_env({}, home=tmp_path))  # the file is under PRISM_HOME: readable over stdio
     async with Client(server) as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}
         assert tools["evaluate_router"].annotations.read_only_hint

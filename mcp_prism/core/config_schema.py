@@ -168,6 +168,12 @@ class AlertsConfig(_Table):
     timeout_seconds: _num(0.1, 120, "a number of seconds between 0.1 and 120") | None = None
 
 
+class McpConfig(_Table):
+    file_roots: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
+        None, description="a list of folders the MCP server may read files from (default: the working directory "
+                          "and PRISM_HOME over stdio, none over HTTP)")
+
+
 class PrismConfig(_Table):
     """The whole `config.toml`. Every table is optional; an empty file is a valid config."""
 
@@ -182,6 +188,7 @@ class PrismConfig(_Table):
     analysis: AnalysisConfig | None = None
     monitoring: MonitoringConfig | None = None
     alerts: AlertsConfig | None = None
+    mcp: McpConfig | None = None
 
     def layer(self) -> dict[str, Any]:
         """What the file set, as plain data (unset keys left out, so each area applies its own defaults)."""

@@ -46,6 +46,7 @@ from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.stats import qualify
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.limits import clip
 
 CHARS_PER_TOKEN = 4
 CONFIDENCE = 0.95
@@ -261,7 +262,7 @@ def score_value(value: Any) -> float:
         return float(value)
     if isinstance(value, int | float):
         if not math.isfinite(value):
-            raise ValueError(f"score {value!r} is not a finite number")
+            raise ValueError(f"score {clip(value, 40)} is not a finite number")
         return float(value)
     text = str(value).strip().lower()
     if text in TRUE:
@@ -273,14 +274,25 @@ def score_value(value: Any) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise ValueError(f"score {value!r} is neither True/False nor a number") from None
+        raise ValueError(f"score {clip(value, 40)} is neither True/False nor a number") from None
     if not math.isfinite(v):
-        raise ValueError(f"score {value!r} is not a finite number")
+        raise ValueError(f"score {clip(value, 40)} is not a finite number")
     return v
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line, record) per data row, or (line, problem) when a line cannot be read as a record."""
+    try:
+        yield from _raw_records(path)
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path.name} is not UTF-8 text: outcome files are .csv or .jsonl text") from None
+    except csv.Error as e:
+        raise InvalidInput(f"{path.name} is not a readable CSV file ({e})") from None
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path.name}: {e.strerror or type(e).__name__}") from None
+
+
+def _raw_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -310,8 +322,15 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
 def _columns(path: Path) -> list[str]:
     """The header of a CSV, or the keys of a JSONL file's first object."""
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            return next(csv.reader(f), [])
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                return next(csv.reader(f), [])
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{path.name} is not UTF-8 text: outcome files are .csv or .jsonl text") from None
+        except csv.Error as e:
+            raise InvalidInput(f"{path.name} is not a readable CSV file ({e})") from None
+        except OSError as e:
+            raise InvalidInput(f"cannot read {path.name}: {e.strerror or type(e).__name__}") from None
     for _, rec in _records(path):
         if isinstance(rec, dict):
             return list(rec)
@@ -321,7 +340,8 @@ def _columns(path: Path) -> list[str]:
 def wide_source(path: Path, task_type: str | None) -> Source:
     cols = _columns(path)
     if "prompt" not in cols:
-        raise InvalidInput(f"{path.name}: no 'prompt' column (columns: {', '.join(cols) or 'none'}); a wide "
+        # the header is not quoted back: errors never carry a file's content (the path may not be an outcome file)
+        raise InvalidInput(f"{path.name}: no 'prompt' column (the header has {len(cols)} columns); a wide "
                            "outcome file needs a prompt column and one score column per model")
     responses = {c[: -len("_response")] for c in cols if c.endswith("_response")}
     models = [c for c in cols if c not in RESERVED and not c.endswith("_response")]
@@ -329,7 +349,7 @@ def wide_source(path: Path, task_type: str | None) -> Source:
         raise InvalidInput(f"{path.name}: no score columns; add one column per model holding its score "
                            "(True/False or a number), named after the model")
     if len(models) < 2:
-        raise InvalidInput(f"{path.name}: only one score column ({models[0]}); comparing needs at least two models")
+        raise InvalidInput(f"{path.name}: only one score column; comparing needs at least two models")
     task = task_type or NAME_SUFFIX.sub("", path.stem)
 
     def read() -> Iterator[Row | str]:
@@ -443,6 +463,12 @@ def mtbench_sources(folder: Path) -> list[Source]:
             for cat, rows in sorted(by_category.items())]
 
 
+def _readable(svc: Any, path: str | Path) -> Path:
+    """The path, confined to the service's file roots when a remote (MCP) caller named it."""
+    readable = getattr(svc, "readable_path", None)
+    return readable(path) if readable else Path(path).expanduser()
+
+
 def detect_format(path: Path) -> Format:
     if path.is_dir() and (path / "question.jsonl").is_file() and (path / "judgements.jsonl").is_file():
         return "mtbench"
@@ -553,7 +579,7 @@ async def import_outcomes(svc: Any, path: str | Path, *, fmt: Format | None = No
     if tolerance < 0:
         raise InvalidInput(f"tolerance must be >= 0, got {tolerance}")
     book = PriceBook(dict(parse_price(p) for p in prices), svc.catalog)
-    p = Path(path).expanduser()
+    p = _readable(svc, path)
     fmt, sources = open_sources(p, fmt, task_type)
     sc = await anyio.to_thread.run_sync(scan, sources)
     _check_bad(sc, skip_bad)
@@ -768,7 +794,7 @@ async def evaluate_router_file(svc: Any, path: str | Path, *, fmt: Format | None
                                skip_bad: bool = False, prices: Sequence[str] = ()) -> RouterEvalResult:
     """Learn a per-prompt strong/weak router from outcome data and measure it (APGR, CPT, cost cut)."""
     book = PriceBook(dict(parse_price(p) for p in prices), svc.catalog)
-    p = Path(path).expanduser()
+    p = _readable(svc, path)
     fmt, sources = open_sources(p, fmt, task_type)
     rows, sc = await anyio.to_thread.run_sync(load_rows, sources, skip_bad)
     strong, _ = _choose_strong(sc, strong)
