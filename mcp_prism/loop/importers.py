@@ -24,6 +24,7 @@ validate and find the strong model, once to write.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -280,16 +281,23 @@ def score_value(value: Any) -> float:
     return v
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line, record) per data row, or (line, problem) when a line cannot be read as a record."""
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A file that is not text, not CSV or not readable becomes a clear error (naming no content)."""
     try:
-        yield from _raw_records(path)
+        yield
     except UnicodeDecodeError:
         raise InvalidInput(f"{path.name} is not UTF-8 text: outcome files are .csv or .jsonl text") from None
     except csv.Error as e:
         raise InvalidInput(f"{path.name} is not a readable CSV file ({e})") from None
     except OSError as e:
         raise InvalidInput(f"cannot read {path.name}: {e.strerror or type(e).__name__}") from None
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line, record) per data row, or (line, problem) when a line cannot be read as a record."""
+    with _reading(path):
+        yield from _raw_records(path)
 
 
 def _raw_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -322,15 +330,8 @@ def _raw_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
 def _columns(path: Path) -> list[str]:
     """The header of a CSV, or the keys of a JSONL file's first object."""
     if path.suffix.lower() == ".csv":
-        try:
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                return next(csv.reader(f), [])
-        except UnicodeDecodeError:
-            raise InvalidInput(f"{path.name} is not UTF-8 text: outcome files are .csv or .jsonl text") from None
-        except csv.Error as e:
-            raise InvalidInput(f"{path.name} is not a readable CSV file ({e})") from None
-        except OSError as e:
-            raise InvalidInput(f"cannot read {path.name}: {e.strerror or type(e).__name__}") from None
+        with _reading(path), path.open(newline="", encoding="utf-8-sig") as f:
+            return next(csv.reader(f), [])
     for _, rec in _records(path):
         if isinstance(rec, dict):
             return list(rec)
