@@ -351,6 +351,7 @@ def cmd_serve(settings: Settings, a: argparse.Namespace) -> int:
     from mcp_prism.config_check import check_settings
 
     check_settings(settings)  # a bad config stops here with its message, not inside a running server
+    asyncio.run(_preflight(settings))  # so does a store that cannot open (damaged, unwritable folder)
     if a.http:
         env_hosts = os.environ.get("PRISM_ALLOWED_HOSTS", "")
         allowed = [*a.allowed_host, *(h.strip() for h in env_hosts.split(",") if h.strip())]
@@ -541,6 +542,12 @@ def load_settings(home: str | None, db: str | None) -> Settings:
     if db:
         settings.db_path = Path(db).expanduser()
     return settings
+
+
+async def _preflight(settings: Settings) -> None:
+    """Open the store once and close it: a server that cannot open it exits with the reason."""
+    service = await PrismService.open(settings)
+    await service.close()
 
 
 async def _run(settings: Settings, handler: Handler, args: argparse.Namespace) -> Any:
