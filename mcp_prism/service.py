@@ -20,7 +20,7 @@ from mcp_prism import render
 from mcp_prism.config import Settings
 from mcp_prism.core.catalog import Catalog, ModelSpec
 from mcp_prism.core.classify import Classifier, assess_complexity
-from mcp_prism.core.pricing import TokenUsage
+from mcp_prism.core.pricing import TokenUsage, from_picodollars
 from mcp_prism.core.report import Totals, monthly, pct, repriced
 from mcp_prism.core.routing import DEFAULT_PROFILES, FALLBACK_PROFILE, OUTPUT_HEADROOM, choose_model, default_rule_for
 from mcp_prism.core.rules import DEFAULT_RULES, RoutingRule, parse_rule
@@ -54,8 +54,9 @@ from mcp_prism.results import (
     RuleChange,
     RuleHistory,
     RuleView,
+    VoidResult,
 )
-from mcp_prism.store import open_store
+from mcp_prism.store import open_store, voiding
 from mcp_prism.store.sqlite import GROUP_COLUMNS, RuleRow, Store
 
 log = logging.getLogger(__name__)
@@ -690,6 +691,28 @@ class PrismService:
     async def record_many(self, inputs: Sequence[UsageInput]) -> int:
         """Validate all, then store all in one transaction (the demo and importers use this)."""
         return len(await self.store.insert_events([self._usage_event(u) for u in inputs]))
+
+    async def void_events(self, kind: str, value: str, *, author: str, reason: str,
+                          dry_run: bool = False) -> VoidResult:
+        """Take usage events (one by id or request id, or all of a source or project) out of every report and
+        rollup, with an audit entry; the rows are kept in `voided_events`."""
+        if kind not in ("id", "source", "project"):
+            raise InvalidInput("void events by id, source or project")
+        for name, text in (("value", value), ("author", author), ("reason", reason)):
+            require_text(name, text)
+        if not value or not value.strip():
+            raise InvalidInput(f"give the {kind} of the events to void")
+        if not dry_run and (not author.strip() or not reason.strip()):
+            raise InvalidInput("voiding needs --author (who) and --reason (why): both go to the audit log")
+        value = value.strip()
+        outcome = (await voiding.preview(self.store, kind, value) if dry_run  # type: ignore[arg-type]
+                   else await voiding.void(self.store, kind, value, actor=author.strip(),  # type: ignore[arg-type]
+                                           reason=reason.strip()))
+        if not dry_run:
+            self._profiles_at = float("-inf")  # observed profiles must forget the voided events
+        return VoidResult(dry_run=dry_run, selector=f"{kind}={value}", events=outcome.events,
+                          cost_usd=from_picodollars(outcome.cost_pico), unpriced=outcome.unpriced,
+                          first_ts=outcome.first_ts, last_ts=outcome.last_ts, sample_ids=outcome.ids)
 
     async def record_quality(self, ref: str, score: float, source: str) -> QualityResult:
         if not ref or not ref.strip():
