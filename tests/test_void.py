@@ -19,7 +19,7 @@ from mcp_prism.store import voiding
 REPO = Path(__file__).resolve().parents[1]
 
 
-async def sums(s) -> dict[str, tuple[int, int]]:  # noqa: ANN001
+async def sums(s) -> dict[str, tuple[int, int]]:
     out = {}
     for table in ("usage_daily", "usage_daily_user"):
         r = (await s.fetch(f"SELECT SUM(requests) AS n, SUM(cost_pico) AS pico FROM {table}"))[0]

@@ -33,6 +33,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -42,8 +43,8 @@ from genai_prices import Usage, calc_price
 from pydantic import BaseModel, Field
 
 from mcp_prism.core import router_eval
-from mcp_prism.core.catalog import Catalog
-from mcp_prism.core.pricing import TokenUsage
+from mcp_prism.core.catalog import Catalog, ProviderSpec, snapshot_from_genai
+from mcp_prism.core.pricing import PriceSnapshot, Rate, TokenUsage, compute_cost
 from mcp_prism.core.stats import qualify
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
@@ -161,46 +162,54 @@ class RouterEvalResult(BaseModel):
 
 # ==================================================================== prices
 class PriceBook:
-    """Per-model list prices per million tokens: overrides, then the catalog, then genai-prices."""
+    """Per-model prices: overrides, then the catalog, then genai-prices. Each is a `PriceSnapshot`, and costs
+    are computed per request by `core/pricing.compute_cost`, so tiered models (a higher rate above 200k input
+    tokens) are priced at the rate each request's own size reaches, exactly as the gateway prices them."""
 
     def __init__(self, overrides: dict[str, tuple[Decimal, Decimal]], catalog: Catalog | None = None) -> None:
         self.overrides, self.catalog = overrides, catalog
-        self._cache: dict[str, ModelPrice] = {}
+        self._cache: dict[str, tuple[ModelPrice, PriceSnapshot | None]] = {}
 
     def price(self, model: str) -> ModelPrice:
+        return self._entry(model)[0]
+
+    def _entry(self, model: str) -> tuple[ModelPrice, PriceSnapshot | None]:
         if model not in self._cache:
-            self._cache[model] = self._lookup(model)
+            snap, source = self._lookup(model)
+            shown = ModelPrice(input_usd_per_mtok=snap.input.base if snap else None,  # list price, below any tier
+                               output_usd_per_mtok=snap.output.base if snap else None, source=source)
+            self._cache[model] = (shown, snap)
         return self._cache[model]
 
-    def _lookup(self, model: str) -> ModelPrice:
+    def _lookup(self, model: str) -> tuple[PriceSnapshot | None, str]:
         if model in self.overrides:
             pin, pout = self.overrides[model]
-            return ModelPrice(input_usd_per_mtok=pin, output_usd_per_mtok=pout, source="--price override")
+            return PriceSnapshot(input=Rate(pin), output=Rate(pout), source="--price override"), "--price override"
         if self.catalog is not None:
             try:
                 name = self.catalog.resolve(model).name
             except UnknownName:
                 pass
             else:
-                pin = self.catalog.cost(name, TokenUsage(input_tokens=1_000_000)).usd
-                pout = self.catalog.cost(name, TokenUsage(output_tokens=1_000_000)).usd
-                if pin is not None and pout is not None:
-                    return ModelPrice(input_usd_per_mtok=pin, output_usd_per_mtok=pout, source=f"catalog {name}")
+                snap = self.catalog.prices_at(name)
+                if snap is not None:
+                    return snap, f"catalog {name}"
         for ref, provider in _genai_candidates(model):
             try:
-                calc = calc_price(Usage(input_tokens=1_000_000, output_tokens=1_000_000), ref, provider_id=provider)
+                calc = calc_price(Usage(input_tokens=1, output_tokens=1), ref, provider_id=provider)
             except (LookupError, ValueError):
                 continue
-            return ModelPrice(input_usd_per_mtok=Decimal(calc.input_price),
-                              output_usd_per_mtok=Decimal(calc.output_price),
-                              source=f"genai-prices {calc.provider.id}/{calc.model.id}")
-        return ModelPrice(input_usd_per_mtok=None, output_usd_per_mtok=None, source="unpriced")
+            snap = snapshot_from_genai(calc.model.get_prices(datetime.now(tz=UTC)),
+                                       ProviderSpec(calc.provider.id, "openai"), calc.provider.id)
+            return snap, f"genai-prices {calc.provider.id}/{calc.model.id}"
+        return None, "unpriced"
 
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> Decimal | None:
-        p = self.price(model)
-        if p.input_usd_per_mtok is None or p.output_usd_per_mtok is None:
+        """The cost of one request of this size (None when the model is unpriced)."""
+        snap = self._entry(model)[1]
+        if snap is None:
             return None
-        return (input_tokens * p.input_usd_per_mtok + output_tokens * p.output_usd_per_mtok) / 1_000_000
+        return compute_cost(TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens), snap)
 
 
 def _genai_candidates(model: str) -> list[tuple[str, str | None]]:
