@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
             _json(result)
         else:
             _out(text)
-        return 0
+        return getattr(args, "exit_code", 0)  # a handler that printed a result may still report a failure
     except PrismError as e:
         print(f"error: {clip_message(str(e))}", file=sys.stderr)
         return e.exit_code
