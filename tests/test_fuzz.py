@@ -94,13 +94,25 @@ def _counts(db: Path) -> dict[str, int]:
         return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in WRITE_TABLES if t in have}
 
 
+PROVIDER_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY", "DEEPSEEK_API_KEY")
+
+
+@contextlib.contextmanager
+def _no_provider_keys() -> Iterator[None]:
+    """No provider is called for real while fuzzing (experiments and judges fail fast without keys)."""
+    saved = {k: os.environ.pop(k) for k in PROVIDER_KEYS if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="module")
 def mcp_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, Path, dict[str, Any]]]:
     home = tmp_path_factory.mktemp("mcp")
-    for k in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY"):  # no provider is called for real
-        os.environ.pop(k, None)
     server = build_server(Settings.from_env({}, home=home))
-    with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(server)) as client:
+    with _no_provider_keys(), start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(Client(server)) as client:
         tools = {t.name: t for t in portal.call(client.list_tools).tools}
         yield portal, client, home, tools
 
@@ -237,4 +249,5 @@ def test_every_cli_command_under_hostile_arguments(tmp_path_factory: pytest.Temp
         if code == 2 and before is not None:  # refused input writes nothing
             assert _counts(home / "prism.db") == before, argv
 
-    check()
+    with _no_provider_keys():
+        check()
