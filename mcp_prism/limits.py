@@ -10,11 +10,12 @@ constraints still apply); `check_text` is the service-side check for values that
 
 from __future__ import annotations
 
+import json
 import types
 from decimal import Decimal
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import Field, Strict, create_model
+from pydantic import AfterValidator, Field, Strict, create_model
 
 from mcp_prism.errors import InvalidInput
 
@@ -25,6 +26,7 @@ CONTENT_MAX = 4_000_000  # captured prompts and responses (about a million token
 INT_MAX = 10**15  # far inside SQLite's signed 64-bit INTEGER; no count or id mcp_prism keeps comes near it
 MONEY_MAX = Decimal(10**12)  # USD
 ITEMS_MAX = 1000  # list arguments
+JSON_MAX = 100_000  # a JSON object argument (rules, checks, settings), serialised
 ECHO_MAX = 120  # characters of a caller's value quoted back in an error
 
 # Free-text arguments (longer limit) and captured content, by argument name; every other string is a name.
@@ -95,7 +97,16 @@ def bounded(tp: Any, name: str) -> Any:
         return Union[tuple(bounded(a, name) for a in get_args(tp))]  # noqa: UP007 - built at run time
     if origin is list:
         return Annotated[list[bounded(get_args(tp)[0], name)], Field(max_length=ITEMS_MAX)]  # type: ignore[misc]
-    return tp  # Literal, dict (validated by the service against its schema), models
+    if origin is dict:  # a JSON object (a rule, a check, settings): its content is the service's; its size is ours
+        return Annotated[tp, AfterValidator(_small_json)]
+    return tp  # Literal, models
+
+
+def _small_json(value: Any) -> Any:
+    size = len(json.dumps(value, default=str))
+    if size > JSON_MAX:
+        raise ValueError(f"this JSON object is {size} characters; the limit is {JSON_MAX}")
+    return value
 
 
 def harden_tools(mcp: Any) -> None:

@@ -239,3 +239,13 @@ async def test_stdio_server_survives_hostile_calls(tmp_path: Path) -> None:
             r = await c.call_tool("route_task", {"task_type": "general"})  # still serving
             assert not r.is_error
     assert "Traceback" not in (tmp_path / "stderr.log").read_text()
+
+
+@pytest.mark.anyio
+async def test_mcp_json_object_arguments_are_bounded_in_size(settings: Settings) -> None:
+    async with Client(build_server(settings)) as c:
+        huge = {f"k{i}": "v" * 100 for i in range(2_000)}
+        await fails(c, "start_experiment", {"task_type": "general", "candidates": ["gpt-5-mini"], "settings": huge},
+                    "the limit is 100000")
+        rule = {"task_type": "general", "primary": "gpt-5", "x": "y" * 200_000}
+        await fails(c, "update_routing_rule", {"rule": rule, "author": "a", "reason": "r"}, "the limit is 100000")
