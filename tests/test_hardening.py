@@ -109,7 +109,8 @@ def _read_only(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the CLI with `home` mounted read-only (root ignores file modes; a private mount does not)."""
     if os.geteuid() != 0:
         for p in (home / "prism.db", home):
-            p.chmod(0o555 if p.is_dir() else 0o444)
+            if p.exists():
+                p.chmod(0o555 if p.is_dir() else 0o444)
         try:
             return cli(home, *args)
         finally:
@@ -135,6 +136,14 @@ def test_a_read_only_database_still_reports(tmp_path: Path) -> None:
     refused(r, "is read-only", "write access", code=3)
     assert "stayed busy" not in r.stderr
     assert events(home) == 1
+
+
+def test_a_read_only_home_without_a_database_is_one_clear_message(tmp_path: Path) -> None:
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    r = _read_only(home, "report")
+    refused(r, "folder is read-only", "PRISM_HOME", code=3)
+    assert "Event loop is closed" not in r.stderr and not (home / "prism.db").exists()
 
 
 # ---------------------------------------------------------------- MCP: hostile arguments
