@@ -347,7 +347,7 @@ class PrismService:
             out = output_tokens if output_tokens is not None else profile.output_tokens
             profile = TokenUsage(input_tokens=inp, cached_input_tokens=cached_input_tokens, output_tokens=out)
             source = "given"
-            problems = profile.problems()
+            problems = token_bound_problems(profile) or profile.problems()
             if problems:
                 raise InvalidInput("; ".join(problems))
 

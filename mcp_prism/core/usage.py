@@ -32,7 +32,7 @@ def token_bound_problems(tokens: TokenUsage) -> list[str]:
             out.append(f"{name} must be a whole number of tokens, not {type(value).__name__}")
         elif value > MAX_REQUEST_TOKENS:
             out.append(f"{name} = {value} is more than any provider bills for one request "
-                       f"(at most {MAX_REQUEST_TOKENS:,}); record one event per request")
+                       f"(at most {MAX_REQUEST_TOKENS:,} tokens of each kind)")
     return out
 
 
