@@ -19,6 +19,7 @@ import re
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from mcp_prism.config import Settings
 from mcp_prism.core.report import money
 from mcp_prism.core.usage import QUALITY_SOURCES, SOURCES, STATUSES
 from mcp_prism.errors import InvalidInput, PrismError
+from mcp_prism.limits import clip_message, harden_parser
 from mcp_prism.results import CostReport, RouteResult, RuleChange, RuleHistory, RuleView
 from mcp_prism.service import PrismService, UsageInput
 
@@ -43,7 +45,7 @@ Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
 # (result, markdown text): the commands of one area of the optimisation loop, and install/uninstall.
 LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_evaluate", "mcp_prism.cli_analysis",
                     "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.install_sync", "mcp_prism.cli_team",
-                    "mcp_prism.cli_batch", "mcp_prism.cli_history")
+                    "mcp_prism.cli_batch", "mcp_prism.cli_history", "mcp_prism.cli_config", "mcp_prism.cli_events")
 
 
 # ==================================================================== output helpers
@@ -305,9 +307,22 @@ async def cmd_rate(svc: PrismService, a: argparse.Namespace) -> Any:
     return r, f"rated {r.id} ({r.task_type} on {r.model}): {r.quality:.2f} from {r.source} (was {was})"
 
 
-async def cmd_demo(svc: PrismService, a: argparse.Namespace) -> Any:
-    from mcp_prism.demo import DEMO_PROJECT, run_demo
+def demo_settings(settings: Settings, a: argparse.Namespace) -> Settings:
+    """The sample month goes to its own SQLite file (PRISM_HOME/demo.db), never into the real store, unless
+    --db names a file; --remove works on the real store (to take out samples older versions put there)."""
+    from mcp_prism.demo import DEMO_DB
 
+    if getattr(a, "remove", False) or getattr(a, "db", None):
+        return settings
+    return replace(settings, db_path=settings.home / DEMO_DB, database_url=None)
+
+
+async def cmd_demo(svc: PrismService, a: argparse.Namespace) -> Any:
+    from mcp_prism.demo import DEMO_PROJECT, remove_demo, run_demo
+
+    if a.remove:
+        removed = await remove_demo(svc)
+        return removed, removed.text
     d = await run_demo(svc, days=a.days, seed=a.seed, requests=a.requests)
     r = await svc.cost_report(days=a.days, group_by=["task_type"], filters={"project": DEMO_PROJECT})
     return r, demo_text(d, r)
@@ -323,8 +338,9 @@ def demo_text(d: Any, r: CostReport) -> str:
         f"{d.requests:,} sample requests ({stored}) over the last {d.days} day(s), seed {d.seed}:",
         f"a fictional team that sends EVERY request to {d.model}.",
         f'Tagged project "{d.project}", source "{d.source}", teams {", ".join(d.teams)}.',
-        f"Database: {d.database}",
-        "Running the demo again adds nothing. Use --home DIR to keep the sample away from real data.",
+        f"Database: {d.database} (a sample store of its own: your real usage is untouched)",
+        "See it again with `mcp-prism report --db <that file>`; remove it with `mcp-prism demo --remove`.",
+        "Running the demo again adds nothing.",
         "",
         aligned(r.markdown),
         "",
@@ -349,7 +365,7 @@ def demo_text(d: Any, r: CostReport) -> str:
     lines += [
         "",
         "Next: `mcp-prism serve` to connect an agent (MCP over stdio), "
-        f"`mcp-prism report --project {d.project}` to slice the sample, "
+        f"`mcp-prism report --db {d.database}` to slice the sample, "
         "`mcp-prism rules list` to see the rules behind the 'after' column.",
     ]
     return "\n".join(lines)
@@ -357,7 +373,10 @@ def demo_text(d: Any, r: CostReport) -> str:
 
 def cmd_serve(settings: Settings, a: argparse.Namespace) -> int:
     from mcp_prism import mcp_server  # imported here: the other commands don't need the MCP SDK loaded
+    from mcp_prism.config_check import check_settings
 
+    check_settings(settings)  # a bad config stops here with its message, not inside a running server
+    asyncio.run(_preflight(settings))  # so does a store that cannot open (damaged, unwritable folder)
     toolsets = mcp_server.env_toolsets(settings, a.toolsets)  # an unknown name fails here, before serving
     if a.http:
         env_hosts = os.environ.get("PRISM_ALLOWED_HOSTS", "")
@@ -370,8 +389,10 @@ def cmd_serve(settings: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_gateway(settings: Settings, a: argparse.Namespace) -> int:
+    from mcp_prism.config_check import check_settings
     from mcp_prism.gateway import serve_gateway
 
+    check_settings(settings)  # a bad config stops here with its message, not inside a running server
     serve_gateway(settings, host=a.host, port=a.port, token=os.environ.get("PRISM_GATEWAY_TOKEN") or None,
                   no_auth=a.no_auth)
     return 0
@@ -444,13 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local mode: accept requests without a virtual key (only on a loopback address)")
     p.set_defaults(serve=cmd_gateway)
 
-    p = add("demo", "fill the store with a labelled SAMPLE month (one team, everything on claude-sonnet-4-5) "
-                    "and show what routing would save")
+    p = add("demo", "fill a sample store (PRISM_HOME/demo.db, apart from your data) with a labelled SAMPLE "
+                    "month (one team, everything on claude-sonnet-4-5) and show what routing would save")
     p.add_argument("--days", type=_pos_int, default=30, help="days of sample data, ending now (default 30)")
     p.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same sample")
     p.add_argument("--requests", type=_pos_int, default=None,
                    help="total sample requests (default about 20,000 per 30 days)")
-    p.set_defaults(handler=cmd_demo)
+    p.add_argument("--remove", action="store_true",
+                   help="delete the sample store (demo.db) and void sample events an older version put in the "
+                        "real store")
+    p.set_defaults(handler=cmd_demo, settings_for=demo_settings)
 
     p = add("route", "which model should this task use, why, and what it costs")
     p.add_argument("description", nargs="?", default=None, help="the task in free text")
@@ -537,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The optimisation loop's commands live beside their services, one adapter module per area.
     for module in LOOP_CLI_MODULES:
         importlib.import_module(module).register_commands(add, sub)
+    harden_parser(parser)  # every argument bounded (lengths, ranges, USD amounts): mcp_prism/limits.py
     return parser
 
 
@@ -550,6 +575,12 @@ def load_settings(home: str | None, db: str | None) -> Settings:
     if db:
         settings.db_path = Path(db).expanduser()
     return settings
+
+
+async def _preflight(settings: Settings) -> None:
+    """Open the store once and close it: a server that cannot open it exits with the reason."""
+    service = await PrismService.open(settings)
+    await service.close()
 
 
 async def _run(settings: Settings, handler: Handler, args: argparse.Namespace) -> Any:
@@ -590,7 +621,12 @@ def main(argv: list[str] | None = None) -> int:
     serving = getattr(args, "serve", None)
     _setup_logging(serving is not None)
     try:
+        standalone = getattr(args, "standalone", None)
+        if standalone is not None:  # commands that judge the config itself, before any store
+            return standalone(args)
         settings = load_settings(home, db)
+        if getattr(args, "settings_for", None) is not None:  # a command with a store of its own (the demo)
+            settings = args.settings_for(settings, args)
         if serving:
             return serving(settings, args)
         result, text = asyncio.run(_run(settings, args.handler, args))
@@ -598,9 +634,9 @@ def main(argv: list[str] | None = None) -> int:
             _json(result)
         else:
             _out(text)
-        return 0
+        return getattr(args, "exit_code", 0)  # a handler that printed a result may still report a failure
     except PrismError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {clip_message(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -13,12 +13,8 @@ from mcp_prism.service import PrismService
 
 def _config(svc: PrismService, a: argparse.Namespace) -> dict[str, Any]:
     """The user's config file: `[analysis]`, `[monitoring]`, `[alerts]` live there."""
-    settings = getattr(svc, "settings", None)
-    if settings is None:
-        from mcp_prism.cli import load_settings  # the CLI is loaded by now; imported late to avoid a cycle
-
-        settings = load_settings(getattr(a, "home", None), getattr(a, "db", None))
-    return settings.user_config
+    settings = getattr(svc, "settings", None)  # the CLI opened the service from the one loaded config
+    return settings.user_config if settings else {}
 
 
 def _aligned(text: str) -> str:

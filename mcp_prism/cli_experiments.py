@@ -82,6 +82,10 @@ async def cmd_run(svc: PrismService, a: argparse.Namespace) -> Any:
         print(f"\nstopped after {bar.done} answer(s); nothing paid for is lost. Resume with "
               f"`mcp-prism experiment run {a.experiment_id}`", file=sys.stderr)
         raise
+    if summary.calls_made and not summary.succeeded:  # every call failed: a script must not read success
+        a.exit_code = 1
+        print(f"error: every one of the {summary.calls_made} call(s) failed; see the errors below, fix them "
+              f"(often a missing API key) and run again", file=sys.stderr)
     return summary, run_markdown(summary)
 
 

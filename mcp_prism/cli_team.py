@@ -108,8 +108,8 @@ def register_commands(add: Callable[..., Any], sub: Any) -> None:
     p.add_argument("scope", choices=SCOPES)
     p.add_argument("subject", help="the key id, user, team or project name")
     p.add_argument("--period", choices=PERIODS, default="month", help="UTC window (default month)")
-    p.add_argument("--soft", help="soft limit in USD: an alert when crossed (once per window)")
-    p.add_argument("--hard", help="hard limit in USD: requests that could pass it get a 429")
+    p.add_argument("--soft", type=Decimal, help="soft limit in USD: an alert when crossed (once per window)")
+    p.add_argument("--hard", type=Decimal, help="hard limit in USD: requests that could pass it get a 429")
     p.add_argument("--rpm", type=int, help="requests per minute (per gateway replica)")
     p.add_argument("--tpm", type=int, help="tokens per minute (per gateway replica)")
     p.add_argument("--downgrade", action="store_true",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_prism.core.catalog import Catalog, build_catalog
+from mcp_prism.core.config_schema import PrismConfig, checked, parse_config
 from mcp_prism.core.tasks import BUILTIN_TASK_TYPES, GENERAL, TASK_TYPE_NAME, TaskTypeSpec, Tier
 from mcp_prism.errors import ConfigError
 from mcp_prism.store import is_postgres_url
@@ -39,7 +40,7 @@ class Settings:
     home: Path
     db_path: Path
     config_path: Path | None
-    user_config: dict[str, Any] = field(default_factory=dict)
+    user_config: dict[str, Any] = field(default_factory=dict)  # the checked layer of `config` (what the file set)
     database_url: str | None = None  # PostgreSQL; None = the SQLite file at db_path
 
     @classmethod
@@ -51,12 +52,7 @@ class Settings:
         cfg = Path(cfg_env).expanduser() if cfg_env else home_path / "config.toml"
         if cfg_env and not cfg.exists():
             raise ConfigError(f"PRISM_CONFIG points at {cfg}, which does not exist")
-        data: dict[str, Any] = {}
-        if cfg.exists():
-            try:
-                data = tomllib.loads(cfg.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-                raise ConfigError(f"config file {cfg} is not valid TOML: {e}") from None
+        data = read_config_file(cfg).layer() if cfg.exists() else {}
         url = (env.get("PRISM_DATABASE_URL") or "").strip() or None
         if url is not None and not is_postgres_url(url):
             raise ConfigError("PRISM_DATABASE_URL must be a postgresql://user[:password]@host[:port]/db URL "
@@ -65,23 +61,27 @@ class Settings:
                    database_url=url)
 
     # ---------------------------------------------------------------- derived
+    @property
+    def config(self) -> PrismConfig:
+        """The typed config (every table optional)."""
+        return parse_config(self.user_config)
+
     def catalog(self) -> Catalog:
-        return build_catalog(shipped_catalog_data(), self.user_config)
+        return build_catalog(shipped_catalog_data(), checked(self.user_config))
 
     def task_types(self) -> dict[str, TaskTypeSpec]:
         return task_types_from_config(self.user_config)
 
     @property
     def default_task_type(self) -> str:
-        return str((self.user_config.get("routing") or {}).get("default_task_type", GENERAL))
+        routing = self.config.routing
+        return (routing.default_task_type if routing else None) or GENERAL
 
     @property
     def classifier_threshold(self) -> float:
-        value = (self.user_config.get("routing") or {}).get("classifier_threshold", 0.35)
-        if not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ConfigError("routing.classifier_threshold must be a number between 0 and 1")
-        return float(value)
-
+        routing = self.config.routing
+        value = routing.classifier_threshold if routing else None
+        return 0.35 if value is None else value
 
     @property
     def budget_lease_seconds(self) -> float:
@@ -95,13 +95,24 @@ class Settings:
     @property
     def upstream_timeout(self) -> float:
         """Seconds the gateway waits for a provider to start answering, and between streamed chunks."""
-        value = (self.user_config.get("gateway") or {}).get("upstream_timeout_seconds", 300)
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 3600:
-            raise ConfigError("gateway.upstream_timeout_seconds must be a number of seconds between 0 and 3600")
-        return float(value)
+        gateway = self.config.gateway
+        value = gateway.upstream_timeout_seconds if gateway else None
+        return 300.0 if value is None else value
+
+
+def read_config_file(path: Path) -> PrismConfig:
+    """The one place the config file is read: TOML, then the typed check (unknown keys refused)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    return parse_config(data, f"config file {path}")
 
 
 def task_types_from_config(config: Mapping[str, Any]) -> dict[str, TaskTypeSpec]:
+    config = checked(config)
     types = {t.name: t for t in BUILTIN_TASK_TYPES}
     for name, raw in (config.get("task_types") or {}).items():
         where = f"task_types.{name}"

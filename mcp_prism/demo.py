@@ -13,8 +13,9 @@ import math
 import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mcp_prism.core.routing import DEFAULT_PROFILES, FALLBACK_PROFILE
 from mcp_prism.core.usage import utcnow
@@ -22,6 +23,7 @@ from mcp_prism.errors import InvalidInput
 from mcp_prism.service import PrismService, UsageInput
 
 DEMO_SOURCE = "demo"
+DEMO_DB = "demo.db"  # beside prism.db in PRISM_HOME: the sample never mixes into real usage
 DEMO_PROJECT = "sample-demo"
 DEMO_MODEL = "claude-sonnet-4-5"
 DEMO_TEAMS = ("sample-team-a", "sample-team-b", "sample-team-c")
@@ -181,3 +183,29 @@ async def run_demo(service: PrismService, *, days: int = 30, seed: int = 7,
         source=DEMO_SOURCE, teams=list(DEMO_TEAMS), database=str(service.store.path),
     )
 
+
+
+class DemoRemoved(BaseModel):
+    sample_store: str = Field(description="the sample store's file")
+    sample_store_deleted: bool
+    voided_in_real_store: int = Field(description="sample events found in the real store (older versions put "
+                                                  "them there), now voided")
+    text: str = Field(exclude=True)
+
+
+async def remove_demo(service: PrismService) -> DemoRemoved:
+    """Delete PRISM_HOME/demo.db and void source=demo events in the real store `service` has open."""
+    home = service.settings.home if service.settings else Path(service.store.path).parent
+    db = home / DEMO_DB
+    deleted = False
+    for path in (db, db.with_name(DEMO_DB + "-wal"), db.with_name(DEMO_DB + "-shm")):
+        if path.exists():
+            path.unlink()
+            deleted = deleted or path == db
+    voided = await service.void_events("source", DEMO_SOURCE, author="mcp-prism demo --remove",
+                                       reason="sample data removed from the real store")
+    parts = [f"deleted the sample store {db}" if deleted else f"no sample store at {db}"]
+    parts.append(f"voided {voided.events:,} sample event(s) in the real store" if voided.events
+                 else "the real store holds no sample events")
+    return DemoRemoved(sample_store=str(db), sample_store_deleted=deleted, voided_in_real_store=voided.events,
+                       text="; ".join(parts))

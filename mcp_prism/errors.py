@@ -31,7 +31,8 @@ class UnknownName(InvalidInput):
         if known:
             shown = ", ".join(sorted(known)[:30])
             hint = f"; known {kind}s: {shown}" + (" ..." if len(known) > 30 else "")
-        super().__init__(f"unknown {kind} {name!r}{hint}")
+        shown_name = repr(name) if len(name) <= 120 else f"{name[:120]!r}... ({len(name)} characters)"
+        super().__init__(f"unknown {kind} {shown_name}{hint}")
 
 
 class ConfigError(PrismError):

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from mcp_prism.config import Settings
 from mcp_prism.loop.analysis import AnalysisResult, AnalysisService
 from mcp_prism.loop.monitoring import AlertList, AlertView, CheckResult, MonitorService, ReviewDue
 from mcp_prism.mcp_server import READ_ONLY
@@ -23,8 +22,9 @@ WRITES_ALERTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, id
 
 
 def _config(svc: PrismService) -> dict[str, Any]:
-    settings = getattr(svc, "settings", None) or Settings.from_env()
-    return settings.user_config
+    """The service's own (already checked) config; a service built without settings has none."""
+    settings = getattr(svc, "settings", None)
+    return settings.user_config if settings else {}
 
 
 def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[..., Any]) -> None:

@@ -35,6 +35,8 @@ from mcp_prism import __version__, install_sync, mcp_toolsets
 from mcp_prism.config import Settings, is_loopback
 from mcp_prism.core.rules import RULE_SCHEMA
 from mcp_prism.errors import ConfigError, PrismError, UnknownName
+from mcp_prism.file_access import FileRoots
+from mcp_prism.limits import clip_message, harden_tools
 from mcp_prism.results import (
     CompareResult,
     CostReport,
@@ -100,8 +102,9 @@ class _SharedService:
     clients; sharing keeps one store connection and rule cache per server either way. Static resources
     get no `Context`, so tools and resources all reach the service through this object."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, file_roots: FileRoots) -> None:
         self.settings = settings
+        self.file_roots = file_roots
         self.service: PrismService | None = None
         self.users = 0
         self.lock = anyio.Lock()
@@ -111,6 +114,7 @@ class _SharedService:
         async with self.lock:
             if self.service is None:
                 self.service = await PrismService.open(self.settings)
+                self.service.file_roots = self.file_roots  # tools taking a path read only under these
             self.users += 1
             service = self.service
         try:
@@ -141,7 +145,7 @@ async def _tool(name: str, call: Callable[[], T | Awaitable[T]]) -> T:
     try:
         return await _run(call)
     except PrismError as e:
-        raise ToolError(str(e)) from None
+        raise ToolError(clip_message(str(e))) from None
     except ToolError:
         raise
     except Exception:
@@ -201,9 +205,11 @@ def _instructions(enabled: Sequence[str]) -> str:
 
 def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
                    token_verifier: "StaticTokenVerifier | None" = None,
-                   toolsets: Sequence[str] | str | None = None) -> MCPServer[Any]:
+                   toolsets: Sequence[str] | str | None = None, http: bool = False) -> MCPServer[Any]:
     enabled = mcp_toolsets.resolve(toolsets, config=settings.user_config)
-    shared = _SharedService(settings)
+    mcp_conf = settings.config.mcp
+    roots = FileRoots.for_transport(mcp_conf.file_roots if mcp_conf else None, http=http, home=settings.home)
+    shared = _SharedService(settings, roots)
     mcp: MCPServer[Any] = PrismMCPServer(
         "mcp-prism",
         title="mcp-prism model router",
@@ -458,6 +464,7 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
     # The optimisation loop's tools live beside their services, one adapter module per area.
     for module in LOOP_TOOL_MODULES:
         importlib.import_module(module).register_tools(tools, shared.get, _tool)
+    harden_tools(mcp)  # every argument bounded: lengths, integer ranges, real booleans (mcp_prism/limits.py)
     importlib.import_module("mcp_prism.mcp_prompts").register_prompts(mcp)
     return mcp
 
@@ -557,7 +564,7 @@ def build_http_server(settings: Settings, *, host: str = "127.0.0.1", port: int 
         auth = AuthSettings(issuer_url=base, resource_server_url=base + MCP_PATH,  # type: ignore[arg-type]
                             validate_token_resource=False)
         verifier = StaticTokenVerifier(token)
-    return _create_server(settings, auth=auth, token_verifier=verifier, toolsets=toolsets), security
+    return _create_server(settings, auth=auth, token_verifier=verifier, toolsets=toolsets, http=True), security
 
 
 def serve_http(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mcp_prism.errors import ConfigError
+from mcp_prism.limits import INT_MAX
 
 ENV = "PRISM_TOOLSETS"
 CORE = "core"
@@ -76,10 +77,15 @@ def tools_of(toolsets: Iterable[str]) -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------- compact schemas
+# Bounds `limits.harden_tools` puts on every argument: the server enforces them, so advertising them on
+# every string and integer would only cost tokens (string lengths stay: a client can act on those).
+_GENERIC_BOUNDS = {("pattern", r"^[^\x00]*$"), ("maximum", INT_MAX), ("minimum", -INT_MAX)}
+
+
 def compact_input(schema: dict[str, Any]) -> dict[str, Any]:
     """The same arguments in fewer characters: no titles (pydantic names every field twice), `anyOf`
-    of plain types as one type list, and an optional argument (default null) typed without null, so
-    it is left out instead of sent as null."""
+    of plain types as one type list, an optional argument (default null) typed without null, so
+    it is left out instead of sent as null, and no generic bounds the server checks anyway."""
     return _compact(schema, keep_descriptions=True, strip_null=True)
 
 
@@ -99,6 +105,8 @@ def _compact(node: Any, *, keep_descriptions: bool, drop: tuple[str, ...] = (), 
     out: dict[str, Any] = {}
     for key, value in node.items():
         if (key == "title" and isinstance(value, str)) or key in drop:
+            continue
+        if strip_null and key in ("pattern", "maximum", "minimum") and (key, value) in _GENERIC_BOUNDS:
             continue
         if key == "description" and isinstance(value, str) and not keep_descriptions:
             continue

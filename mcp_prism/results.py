@@ -173,6 +173,17 @@ class RecordResult(BaseModel):
     sample_stored: bool
 
 
+class VoidResult(BaseModel):
+    dry_run: bool = Field(description="true: nothing was changed; these events would be voided")
+    selector: str = Field(description="what was matched, e.g. source=demo")
+    events: int = Field(description="usage events voided (or that would be)")
+    cost_usd: Decimal = Field(description="their recorded cost, now out of every report")
+    unpriced: int
+    first_ts: str | None
+    last_ts: str | None
+    sample_ids: list[str] = Field(description="the first few event ids")
+
+
 class QualityResult(BaseModel):
     id: str
     task_type: str

@@ -7,24 +7,36 @@ It knows nothing of MCP, HTTP or terminals.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from mcp_prism import render
 from mcp_prism.config import Settings
 from mcp_prism.core.catalog import Catalog, ModelSpec
 from mcp_prism.core.classify import Classifier, assess_complexity
-from mcp_prism.core.pricing import TokenUsage
+from mcp_prism.core.pricing import TokenUsage, from_picodollars
 from mcp_prism.core.report import Totals, monthly, pct, repriced
 from mcp_prism.core.routing import DEFAULT_PROFILES, FALLBACK_PROFILE, OUTPUT_HEADROOM, choose_model, default_rule_for
 from mcp_prism.core.rules import DEFAULT_RULES, RoutingRule, parse_rule
 from mcp_prism.core.tasks import TaskTypeSpec, Tier
-from mcp_prism.core.usage import QUALITY_SOURCES, SOURCES, STATUSES, UsageEvent, parse_iso, utcnow
+from mcp_prism.core.usage import (
+    QUALITY_SOURCES,
+    SOURCES,
+    STATUSES,
+    UsageEvent,
+    parse_iso,
+    token_bound_problems,
+    utcnow,
+)
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.file_access import FileRoots
+from mcp_prism.limits import check_text, require_text
 from mcp_prism.providers.client import ProviderClient
 from mcp_prism.results import (
     Alternative,
@@ -42,8 +54,9 @@ from mcp_prism.results import (
     RuleChange,
     RuleHistory,
     RuleView,
+    VoidResult,
 )
-from mcp_prism.store import open_store
+from mcp_prism.store import open_store, voiding
 from mcp_prism.store.sqlite import GROUP_COLUMNS, RuleRow, Store
 
 log = logging.getLogger(__name__)
@@ -124,6 +137,7 @@ class PrismService:
         if default_task_type not in task_types:
             raise UnknownName("task type", default_task_type, list(task_types))
         self.store = store
+        self.file_roots: FileRoots | None = None  # set by the MCP adapter: files a remote caller may name
         self.catalog = catalog
         self.task_types = task_types
         self.classifier = Classifier(list(task_types.values()), default=default_task_type,
@@ -156,6 +170,13 @@ class PrismService:
         if self._providers is None:
             self._providers = ProviderClient(self.catalog)
         return self._providers
+
+    def readable_path(self, path: str | Path) -> Path:
+        """A file a caller named, for reading: confined to `file_roots` when an MCP client asks."""
+        if self.file_roots is not None:
+            return self.file_roots.check(path)
+        require_text("path", str(path))
+        return Path(path).expanduser()
 
     async def close(self) -> None:
         if self._providers is not None:
@@ -341,7 +362,7 @@ class PrismService:
             out = output_tokens if output_tokens is not None else profile.output_tokens
             profile = TokenUsage(input_tokens=inp, cached_input_tokens=cached_input_tokens, output_tokens=out)
             source = "given"
-            problems = profile.problems()
+            problems = token_bound_problems(profile) or profile.problems()
             if problems:
                 raise InvalidInput("; ".join(problems))
 
@@ -522,6 +543,8 @@ class PrismService:
             raise InvalidInput("author is required: who is making this change (a name or email)")
         if not reason or not reason.strip():
             raise InvalidInput("reason is required: why this change (e.g. 'experiment 12 qualified haiku')")
+        for name, value in (("author", author), ("reason", reason), ("evidence", evidence)):
+            require_text(name, value)
         parsed = parse_rule(rule, self.catalog, self.task_types)
         return await self._change(parsed, author=author.strip(), reason=reason.strip(), evidence=evidence,
                                   dry_run=dry_run, action="update", details={})
@@ -531,6 +554,8 @@ class PrismService:
         self._task(task_type)
         if not author or not reason:
             raise InvalidInput("author and reason are required for a rollback")
+        require_text("author", author)
+        require_text("reason", reason)
         if to_version == 0:
             body = self._defaults[task_type].rule.to_json()
         else:
@@ -620,9 +645,15 @@ class PrismService:
                 problems.append("quality must be between 0 and 1")
             if u.quality_source not in QUALITY_SOURCES:
                 problems.append(f"quality_source must be one of {', '.join(QUALITY_SOURCES)} when quality is given")
+        for name in ("model", "provider", "user", "team", "project", "request_id", "rule_id", "description",
+                     "prompt", "response"):
+            problems += check_text(name, getattr(u, name))
+        if not (isinstance(u.latency_ms, int | float) and math.isfinite(u.latency_ms) and u.latency_ms <= 1e9):
+            problems.append("latency_ms must be a finite number of milliseconds")
         tokens = TokenUsage(u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens,
                             u.reasoning_tokens, u.cache_write_1h_tokens)
-        problems += tokens.problems()
+        bounds = token_bound_problems(tokens)
+        problems += bounds or tokens.problems()
         ts = utcnow()
         if u.timestamp:
             try:
@@ -675,6 +706,28 @@ class PrismService:
     async def record_many(self, inputs: Sequence[UsageInput]) -> int:
         """Validate all, then store all in one transaction (the demo and importers use this)."""
         return len(await self.store.insert_events([self._usage_event(u) for u in inputs]))
+
+    async def void_events(self, kind: str, value: str, *, author: str, reason: str,
+                          dry_run: bool = False) -> VoidResult:
+        """Take usage events (one by id or request id, or all of a source or project) out of every report and
+        rollup, with an audit entry; the rows are kept in `voided_events`."""
+        if kind not in ("id", "source", "project"):
+            raise InvalidInput("void events by id, source or project")
+        for name, text in (("value", value), ("author", author), ("reason", reason)):
+            require_text(name, text)
+        if not value or not value.strip():
+            raise InvalidInput(f"give the {kind} of the events to void")
+        if not dry_run and (not author.strip() or not reason.strip()):
+            raise InvalidInput("voiding needs --author (who) and --reason (why): both go to the audit log")
+        value = value.strip()
+        outcome = (await voiding.preview(self.store, kind, value) if dry_run  # type: ignore[arg-type]
+                   else await voiding.void(self.store, kind, value, actor=author.strip(),  # type: ignore[arg-type]
+                                           reason=reason.strip()))
+        if not dry_run:
+            self._profiles_at = float("-inf")  # observed profiles must forget the voided events
+        return VoidResult(dry_run=dry_run, selector=f"{kind}={value}", events=outcome.events,
+                          cost_usd=from_picodollars(outcome.cost_pico), unpriced=outcome.unpriced,
+                          first_ts=outcome.first_ts, last_ts=outcome.last_ts, sample_ids=outcome.ids)
 
     async def record_quality(self, ref: str, score: float, source: str) -> QualityResult:
         if not ref or not ref.strip():

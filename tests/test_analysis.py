@@ -122,7 +122,8 @@ async def test_matrix_rows_evidence_and_totals(svc: PrismService) -> None:
     assert hyp.candidates == ["claude-haiku-4-5", "gemini-2.5-flash-lite", "gpt-4.1-nano"]  # not gpt-5-nano: failed
     assert hyp.potential_monthly_saving_usd == 20 * (SONNET - HAIKU) * MONTH == Decimal("9")
     assert hyp.command == ("mcp-prism experiment start test_generation --candidates "
-                           "claude-haiku-4-5,gemini-2.5-flash-lite,gpt-4.1-nano --method judge --samples 60")
+                           "claude-haiku-4-5,gemini-2.5-flash-lite,gpt-4.1-nano --method judge --samples 60 "
+                           "--baseline claude-sonnet-4-5")  # the model the traffic ran on (issue 12.11)
     assert tests.proposed_experiment == hyp.command
 
     bugs = rows["bug_investigation"]  # low quality on a standard model for a complex task: upgrade

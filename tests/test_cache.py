@@ -134,17 +134,18 @@ def test_settings_default_off_and_full_parse() -> None:
 
 @pytest.mark.parametrize(("cache", "message"), [
     ("yes", "must be a table"),
-    ({"task_type": ["x"]}, "does not know \\['task_type'\\]"),
+    ({"task_type": ["x"]}, "cache: unknown setting\\(s\\) task_type; known: "),
     ({"task_types": "ticket_classification"}, "must be a list"),
     ({"task_types": ["nope"]}, "unknown task types \\['nope'\\]"),
     ({"task_types": ["general"], "ttl_seconds": 0}, "cache.ttl_seconds must be a whole number"),
     ({"task_types": ["general"], "ttl_seconds": 1.5}, "whole number of seconds"),
     ({"task_types": ["general"], "ttl": {"coding": 60}}, "'coding' is not in cache.task_types"),
     ({"task_types": ["general"], "ttl": {"general": -1}}, "cache.ttl.general"),
-    ({"task_types": ["general"], "ttl": 60}, "\\[cache.ttl\\] must be a table"),
+    ({"task_types": ["general"], "ttl": 60}, "cache.ttl must be a table"),
     ({"cache_sampled": "no"}, "cache_sampled must be true or false"),
     ({"semantic_threshold": 0.8}, "between 0.95 and 1"),
-    ({"semantic": 1}, "cache.semantic must be true or false"),
+    ({"semantic": 1}, "cache.semantic must be false"),
+    ({"semantic": True}, "semantic matching is not available"),  # refused, not accepted and ignored (issue 12.14)
     ({"max_entry_bytes": 0}, "max_entry_bytes"),
 ])
 def test_settings_errors_say_what_and_how(cache: Any, message: str) -> None:

@@ -44,6 +44,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 class Run:
     def __init__(self, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
         self.home, self.capsys = home, capsys
+        self.demo_db = home / "demo.db"
 
     def __call__(self, *args: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
@@ -75,14 +76,14 @@ def _bad(result: tuple[int, str, str], *needles: str) -> str:
 def test_demo_prints_sample_label_and_consistent_before_after(run: Run) -> None:
     code, out, err = run("demo", "--requests", SMALL)
     assert code == 0, err
-    report = CostReport.model_validate(run.json("report", "--project", DEMO_PROJECT))
+    report = CostReport.model_validate(run.json("report", "--project", DEMO_PROJECT, "--db", str(run.demo_db)))
     before, after, saving = (report.monthly_projection_usd, report.monthly_after_routing_usd,
                              report.monthly_saving_usd)
     assert after is not None and saving is not None
     assert saving > 0 and after < before
     assert saving == before - after  # exact, as Decimals
     assert "SAMPLE DATA" in out and DEMO_PROJECT in out and DEMO_MODEL in out
-    assert str(run.home / "prism.db") in out
+    assert str(run.demo_db) in out  # the sample has a store of its own (issue 12.6)
     assert "Routing per task type" in out and "Biggest savings opportunities" in out
     for value in (before, after, saving):
         assert money(value) in out
@@ -110,8 +111,24 @@ def test_demo_twice_stores_nothing_new(run: Run) -> None:
     second = run.json("demo", "--requests", SMALL)
     assert first["total_requests"] == second["total_requests"] == int(SMALL)
     assert first["total_cost_usd"] == second["total_cost_usd"]
-    everything = run.json("report")
+    everything = run.json("report", "--db", str(run.demo_db))
     assert everything["total_requests"] == int(SMALL)
+
+
+def test_demo_never_mixes_into_the_real_store_and_is_removable(run: Run) -> None:
+    assert run("record", "--model", "gpt-5", "--task-type", "general", "--input-tokens", "1000")[0] == 0
+    run.json("demo", "--requests", SMALL)
+    real = run.json("report")
+    assert real["total_requests"] == 1  # the real report, analysis and profiles never see the sample
+    assert run.json("report", "--db", str(run.demo_db))["total_requests"] == int(SMALL)
+    # a store an older version filled: sample events inside the real store are voided by --remove
+    assert run("demo", "--requests", "50", "--db", str(run.home / "prism.db"))[0] == 0
+    assert run.json("report")["total_requests"] == 51
+    code, out, err = run("demo", "--remove")
+    assert code == 0, err
+    assert "deleted the sample store" in out and "voided 50 sample event(s)" in out
+    assert not run.demo_db.exists() and run.json("report")["total_requests"] == 1
+    assert "no sample store" in run("demo", "--remove")[1]
 
 
 def test_demo_sample_is_deterministic_and_follows_the_mix() -> None:
@@ -151,7 +168,7 @@ def test_route_prints_the_model(run: Run) -> None:
 
 
 def test_report_and_compare_json_match_their_schemas(run: Run) -> None:
-    run.json("demo", "--requests", SMALL)
+    run.json("demo", "--requests", SMALL, "--db", str(run.home / "prism.db"))  # sample data asked into this store
     report = CostReport.model_validate(run.json("report", "--days", "30", "--by", "task_type,model",
                                                 "--team", "sample-team-a"))
     assert report.group_by == ["task_type", "model"] and report.filters == {"team": "sample-team-a"}
@@ -318,7 +335,8 @@ def test_python_m_mcp_prism_demo(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "SAMPLE DATA" in p.stdout and "20,000 sample requests (20,000 new)" in p.stdout
     assert "Traceback" not in p.stderr
-    j = _python("report", "--project", DEMO_PROJECT, "--json", home=home)
+    assert _python("report", "--json", home=home).stdout.count('"total_requests": 0') == 1  # the real store
+    j = _python("report", "--project", DEMO_PROJECT, "--json", "--db", str(home / "demo.db"), home=home)
     report = CostReport.model_validate_json(j.stdout)
     assert report.total_requests == 20_000
     assert report.monthly_saving_usd == report.monthly_projection_usd - (report.monthly_after_routing_usd or 0) > 0

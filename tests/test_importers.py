@@ -16,8 +16,9 @@ from mcp import Client
 
 from mcp_prism.cli import main
 from mcp_prism.config import Settings
+from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.errors import InvalidInput, UnknownName
-from mcp_prism.loop.importers import experiment_id, import_outcomes, parse_price
+from mcp_prism.loop.importers import PriceBook, experiment_id, import_outcomes, parse_price
 from mcp_prism.mcp_server import build_server
 from mcp_prism.service import PrismService
 
@@ -303,7 +304,7 @@ def test_cli_import_outcomes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 @pytest.mark.anyio
 async def test_mcp_tools(tmp_path: Path) -> None:
     path = write(tmp_path / "toy.csv", TOY_CSV)
-    server = build_server(Settings.from_env({}, home=tmp_path / "h"), toolsets="data")
+    server = build_server(Settings.from_env({}, home=tmp_path), toolsets="data")  # the file is under PRISM_HOME
     async with Client(server) as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}
         assert tools["evaluate_router"].annotations.read_only_hint
@@ -339,3 +340,19 @@ async def test_real_gsm8k_and_mt_bench(svc: PrismService) -> None:
     assert all(x.n == 10 and not x.qualified for x in m.summaries)  # 10 items can never certify 90%
     assert m.routing.quality_kept == 1 and m.routing.cost_share == 1
     assert any("fewer than 60 items" in n for n in m.notes)
+
+
+# ---------------------------------------------------------------- issue 12.7: one cost formula, tiers per request
+def test_imported_costs_price_each_request_at_its_own_tier(catalog) -> None:
+    book = PriceBook({}, catalog)
+    sonnet = book.price("claude-sonnet-4-5")
+    assert (sonnet.input_usd_per_mtok, sonnet.output_usd_per_mtok) == (Decimal(3), Decimal(15))  # not $6 / $22.50
+    assert book.cost("claude-sonnet-4-5", 1_000, 500) == Decimal("0.0105")  # 1000*3/1M + 500*15/1M, exactly
+    gemini = book.price("gemini-2.5-pro")
+    assert (gemini.input_usd_per_mtok, gemini.output_usd_per_mtok) == (Decimal("1.25"), Decimal(10))
+    assert book.cost("gemini-2.5-pro", 2_000, 1_000) == Decimal("0.0125")
+    # a request that does cross the 200k tier is billed at the tier, like the gateway bills it
+    assert book.cost("claude-sonnet-4-5", 250_000, 0) == Decimal("1.5")
+    usage = TokenUsage(input_tokens=250_000, output_tokens=10)
+    assert book.cost("claude-sonnet-4-5", 250_000, 10) == catalog.cost("claude-sonnet-4-5", usage).usd
+    assert book.cost("mystery-model", 10, 10) is None

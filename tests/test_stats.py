@@ -12,6 +12,7 @@ from mcp_prism.core.stats import (
     SPRT,
     binom_cdf,
     clopper_pearson_lower,
+    lower_bound,
     max_failures_to_certify,
     mcnemar_exact,
     non_inferior,
@@ -111,3 +112,29 @@ def test_bad_input_is_refused() -> None:
         qualify(5, 4, 0.9)
     with pytest.raises(ValueError):
         qualify(1, 2, 1.5)
+
+
+def _scan(rate: float, threshold: float, confidence: float, method: str, max_n: int) -> int | None:
+    """The definition, scanned: the smallest n whose floor(rate n) successes certify the threshold."""
+    if rate <= threshold:
+        return None
+    for n in range(1, max_n + 1):
+        if lower_bound(math.floor(rate * n + 1e-9), n, confidence, method) >= threshold:
+            return n
+    return None
+
+
+@pytest.mark.parametrize("method", ["clopper-pearson", "wilson"])
+def test_samples_needed_searches_yet_matches_the_scan(method: str) -> None:
+    for rate in (1.0, 0.99, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.75):
+        for threshold in (0.95, 0.9, 0.85, 0.8, 0.7):
+            for confidence in (0.9, 0.95):
+                want = _scan(rate, threshold, confidence, method, 300)
+                assert samples_needed(rate, threshold, confidence, method=method, max_n=300) == want, \
+                    (rate, threshold, confidence)
+
+
+def test_samples_needed_near_the_threshold_answers() -> None:
+    # issue 12.13: this took 12.5 s of CPU scanning n (a bisection each); the search answers at once
+    assert samples_needed(0.50, 0.49) is None  # it would take ~25,000 samples, past MAX_SAMPLES
+    assert samples_needed(0.50, 0.49, max_n=100_000) is not None

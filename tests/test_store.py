@@ -73,6 +73,7 @@ EXPECTED_COLUMNS = {
                        "completed_at"],
     "response_cache": ["key", "task_type", "project", "model", "client_format", "body", "usage", "cost_usd",
                        "created_at", "expires_at", "hits"],
+    "voided_events": ["id", "voided_at", "actor", "reason", "event"],
     "price_snapshots": ["id", "body"],
     "import_files": ["machine", "path", "agent", "size", "mtime_ns", "read_to", "head", "updated_at"],
     "schema_migrations": ["name", "applied_at"],

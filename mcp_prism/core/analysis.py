@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from mcp_prism.core.config_schema import checked
 from mcp_prism.core.stats import DEFAULT_THRESHOLDS, Qualification, clopper_pearson_lower, qualify
 from mcp_prism.core.tasks import Tier
 from mcp_prism.errors import ConfigError
@@ -44,7 +45,7 @@ class LoopSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> LoopSettings:
-        config, d = config or {}, cls()
+        config, d = checked(config), cls()
         analysis = _table(config, "analysis")
         monitoring = _table(config, "monitoring")
         alerts = _table(config, "alerts")
@@ -205,9 +206,12 @@ def saving(now: Decimal, after: Decimal | None) -> Decimal | None:
     return None if after is None else now - after
 
 
-def experiment_command(task_type: str, candidates: Sequence[str], method: str = "judge", samples: int = 60) -> str:
+def experiment_command(task_type: str, candidates: Sequence[str], method: str = "judge", samples: int = 60,
+                       baseline: str | None = None) -> str:
+    """The `experiment start` command; `baseline` names the model the traffic ran on when it is not the rule's."""
     return ("mcp-prism experiment start " + shlex.quote(task_type) + " --candidates "
-            + shlex.quote(",".join(candidates)) + f" --method {method} --samples {samples}")
+            + shlex.quote(",".join(candidates)) + f" --method {method} --samples {samples}"
+            + (f" --baseline {shlex.quote(baseline)}" if baseline else ""))
 
 
 def rollback_command(task_type: str, version: int, reason: str = "monitor regression") -> str:

@@ -164,7 +164,7 @@ class Catalog:
         cache_key = (spec.name, id(model_price))
         snap = self._price_cache.get(cache_key)
         if snap is None:
-            snap = _snapshot_from_genai(model_price, self.providers[spec.provider], provider.id)
+            snap = snapshot_from_genai(model_price, self.providers[spec.provider], provider.id)
             if spec.discount:
                 snap = snap.with_discount(spec.discount, f"{snap.source} -{spec.discount * 100}% negotiated")
             self._price_cache[cache_key] = snap
@@ -209,7 +209,7 @@ def _rate(value: Decimal | gp.TieredPrices | None) -> Rate | None:
     return Rate(value)
 
 
-def _snapshot_from_genai(mp: gp.ModelPrice, provider: ProviderSpec, gp_provider: str) -> PriceSnapshot:
+def snapshot_from_genai(mp: gp.ModelPrice, provider: ProviderSpec, gp_provider: str) -> PriceSnapshot:
     input_rate, output_rate = _rate(mp.input_mtok), _rate(mp.output_mtok)
     if input_rate is None or output_rate is None:
         raise ConfigError(f"genai-prices has no token prices for a {gp_provider} model")

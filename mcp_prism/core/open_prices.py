@@ -12,7 +12,7 @@ from datetime import datetime
 from genai_prices import data_snapshot
 from genai_prices import types as gp
 
-from mcp_prism.core.catalog import Catalog, Cost, ProviderSpec, _snapshot_from_genai
+from mcp_prism.core.catalog import Catalog, Cost, ProviderSpec, snapshot_from_genai
 from mcp_prism.core.pricing import PriceSnapshot, TokenUsage, compute_cost
 from mcp_prism.errors import UnknownName
 
@@ -70,5 +70,5 @@ class OpenPrices:
         snap = self._snaps.get(key)
         if snap is None:
             spec = self.catalog.providers.get(named.provider) or ProviderSpec(named.provider, "openai")
-            snap = self._snaps[key] = _snapshot_from_genai(mp, spec, gprov.id)
+            snap = self._snaps[key] = snapshot_from_genai(mp, spec, gprov.id)
         return Cost(compute_cost(usage, snap), snap)

@@ -8,6 +8,7 @@ about 88%, so 48/50 does not certify 95% (../shared/notes/evaluation.md has the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -88,15 +89,94 @@ def lower_bound(successes: int, n: int, confidence: float = 0.95, method: str = 
 def samples_needed(rate: float, threshold: float, confidence: float = 0.95, *, method: str = "clopper-pearson",
                    max_n: int = MAX_SAMPLES) -> int | None:
     """The smallest n at which an observed acceptance rate of `rate` would certify `threshold`
-    (None when even `max_n` samples would not, e.g. a rate at or below the threshold)."""
+    (None when even `max_n` samples would not, e.g. a rate at or below the threshold).
+
+    Searched, not scanned: with k = floor(rate n) successes the bound is not monotone in n (k steps), but it
+    lies between two monotone envelopes, the bound at the continuous k = rate n and at rate n - 1 (the bound
+    rises with k). Exponential then binary search on those envelopes brackets the answer; only the few n
+    between them are checked exactly, so the result is the one a scan from 1 would give."""
     if rate <= threshold:
         return None
-    lo_n = 1
-    for n in range(lo_n, max_n + 1):
-        successes = math.floor(rate * n + 1e-9)
-        if lower_bound(successes, n, confidence, method) >= threshold:
+
+    def envelope(n: int, shift: float) -> float:
+        k = rate * n + 1e-9 - shift
+        return _continuous_lower(k, n, confidence, method) if k > 0 else 0.0
+
+    if envelope(max_n, 0) < threshold - 1e-12:  # the upper envelope never reaches it: no n does
+        return None
+    first = _first_reaching(lambda n: envelope(n, 0) >= threshold - 1e-12, max_n)
+    last = _first_reaching(lambda n: envelope(n, 1) >= threshold + 1e-12, max_n) or max_n
+    assert first is not None
+    for n in range(max(1, first - 2), min(max_n, last + 2) + 1):  # +-2 guards the envelopes' rounding
+        if lower_bound(math.floor(rate * n + 1e-9), n, confidence, method) >= threshold:
             return n
     return None
+
+
+def _first_reaching(ok: Callable[[int], bool], max_n: int) -> int | None:
+    """The smallest n in 1..max_n with ok(n), for a monotone ok: exponential, then binary search."""
+    hi = 1
+    while hi < max_n and not ok(hi):
+        hi = min(hi * 2, max_n)
+    if not ok(hi):
+        return None
+    lo = hi // 2  # ok(lo) is false (or lo == 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _continuous_lower(k: float, n: int, confidence: float, method: str) -> float:
+    """The one-sided lower bound with a real number of successes `k` (0 < k <= n): monotone in k and, at a
+    fixed rate k/n, in n. Clopper-Pearson through the regularised incomplete beta (P(X >= k) = I_p(k, n-k+1))."""
+    k = min(k, float(n))
+    if method == "wilson":
+        z = z_one_sided(confidence)
+        p = k / n
+        centre = p + z * z / (2 * n)
+        margin = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n))
+        return max(0.0, (centre - margin) / (1 + z * z / n))
+    if method != "clopper-pearson":
+        raise ValueError("method must be clopper-pearson or wilson")
+    alpha = 1 - confidence
+    lo, hi = 0.0, k / n
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _betainc(k, n - k + 1, mid) < alpha:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b), by its continued fraction (modified Lentz)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast on this side only
+        return 1.0 - _betainc(b, a, 1 - x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 10_000):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return front * f / a
 
 
 @dataclass(frozen=True, slots=True)

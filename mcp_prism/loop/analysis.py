@@ -354,7 +354,8 @@ class AnalysisService:
                 if candidates:
                     action, recommended = "test", candidates[0]
                     after = self._reprice(models, candidates[0], span)
-                    command = core.experiment_command(task, candidates)
+                    # the baseline is what the traffic ran on (the rule may already name a candidate)
+                    command = core.experiment_command(task, candidates, baseline=dominant)
                     summary = (f"tier mismatch only: {task} is a {task_tier.label}-tier task on {dominant} "
                                f"({dom_spec.tier.label} tier); a hypothesis to test, not to deploy")
                     evidence.append(Evidence(kind="tier_mismatch", model=candidates[0], summary=summary))

@@ -31,7 +31,7 @@ import json
 import logging
 import secrets
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field
 
 from mcp_prism import render
 from mcp_prism.core.catalog import ModelSpec
+from mcp_prism.core.config_schema import checked
 from mcp_prism.core.report import money
 from mcp_prism.core.usage import UsageEvent, iso, utcnow
 from mcp_prism.errors import ConfigError, InvalidInput, PrismError, UnknownName
@@ -164,26 +165,24 @@ def _error_message(error: dict[str, Any] | None) -> str | None:
     return str(error.get("message") or error)
 
 
+def batch_settings(user_config: Mapping[str, Any], task_types: Collection[str]) -> tuple[frozenset[str], float]:
+    """`[batch] task_types, interval_seconds` (typed by the config schema), checked against the known task types."""
+    config = checked(user_config).get("batch") or {}
+    types = config.get("task_types", [])
+    unknown = sorted(set(types) - set(task_types))
+    if unknown:
+        raise ConfigError(f"batch.task_types names unknown task types {unknown}; known: "
+                          f"{', '.join(sorted(task_types))}")
+    return frozenset(types), float(config.get("interval_seconds", DEFAULT_INTERVAL))
+
+
 # ==================================================================== the service
 class BatchService:
     def __init__(self, svc: PrismService, providers: ProviderClient | None = None) -> None:
         self.svc = svc
         self._providers = providers  # the gateway passes its own client; otherwise the service's
-        config = (svc.settings.user_config.get("batch") if svc.settings else None) or {}
-        if not isinstance(config, Mapping):
-            raise ConfigError("[batch] in the config file must be a table")
-        types = config.get("task_types", [])
-        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-            raise ConfigError("batch.task_types must be a list of task type names")
-        unknown = sorted(set(types) - set(svc.task_types))
-        if unknown:
-            raise ConfigError(f"batch.task_types names unknown task types {unknown}; known: "
-                              f"{', '.join(sorted(svc.task_types))}")
-        self.task_types: frozenset[str] = frozenset(types)
-        interval = config.get("interval_seconds", DEFAULT_INTERVAL)
-        if not isinstance(interval, int | float) or isinstance(interval, bool) or not 1 <= interval <= 86400:
-            raise ConfigError("batch.interval_seconds must be a number of seconds from 1 to 86400")
-        self.interval = float(interval)
+        self.task_types, self.interval = batch_settings(svc.settings.user_config if svc.settings else {},
+                                                        svc.task_types)
 
     @property
     def providers(self) -> ProviderClient:

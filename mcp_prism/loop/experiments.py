@@ -443,13 +443,17 @@ class ExperimentService:
         return out
 
     def _read_file(self, path: str | Path) -> list[_Sample]:
-        p = Path(path).expanduser()
+        readable = getattr(self.svc, "readable_path", None)  # confined to the file roots for MCP callers
+        p = readable(path) if readable else Path(path).expanduser()
         try:
             lines = p.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             raise InvalidInput(f"sample file {p} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"cannot read sample file {p}: {e}") from None
+        except UnicodeDecodeError:
+            raise InvalidInput(f"sample file {p} is not UTF-8 text; give a JSONL file (one JSON object a line)"
+                               ) from None
+        except OSError as e:
+            raise InvalidInput(f"cannot read sample file {p}: {e.strerror or type(e).__name__}") from None
         out: list[_Sample] = []
         for n, line in enumerate(lines, 1):
             if not line.strip():

@@ -24,6 +24,7 @@ validate and find the strong model, once to write.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -32,6 +33,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -41,11 +43,12 @@ from genai_prices import Usage, calc_price
 from pydantic import BaseModel, Field
 
 from mcp_prism.core import router_eval
-from mcp_prism.core.catalog import Catalog, ModelSpec
-from mcp_prism.core.pricing import TokenUsage
+from mcp_prism.core.catalog import Catalog, ModelSpec, ProviderSpec, snapshot_from_genai
+from mcp_prism.core.pricing import PriceSnapshot, Rate, TokenUsage, compute_cost
 from mcp_prism.core.stats import qualify
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.limits import clip
 
 CHARS_PER_TOKEN = 4
 CONFIDENCE = 0.95
@@ -159,47 +162,54 @@ class RouterEvalResult(BaseModel):
 
 # ==================================================================== prices
 class PriceBook:
-    """Per-model list prices per million tokens: overrides, then the catalog, then genai-prices."""
+    """Per-model prices: overrides, then the catalog, then genai-prices. Each is a `PriceSnapshot`, and costs
+    are computed per request by `core/pricing.compute_cost`, so tiered models (a higher rate above 200k input
+    tokens) are priced at the rate each request's own size reaches, exactly as the gateway prices them."""
 
     def __init__(self, overrides: dict[str, tuple[Decimal, Decimal]], catalog: Catalog | None = None) -> None:
         self.overrides, self.catalog = overrides, catalog
-        self._cache: dict[str, ModelPrice] = {}
+        self._cache: dict[str, tuple[ModelPrice, PriceSnapshot | None]] = {}
 
     def price(self, model: str) -> ModelPrice:
+        return self._entry(model)[0]
+
+    def _entry(self, model: str) -> tuple[ModelPrice, PriceSnapshot | None]:
         if model not in self._cache:
-            self._cache[model] = self._lookup(model)
+            snap, source = self._lookup(model)
+            shown = ModelPrice(input_usd_per_mtok=snap.input.base if snap else None,  # list price, below any tier
+                               output_usd_per_mtok=snap.output.base if snap else None, source=source)
+            self._cache[model] = (shown, snap)
         return self._cache[model]
 
-    def _lookup(self, model: str) -> ModelPrice:
+    def _lookup(self, model: str) -> tuple[PriceSnapshot | None, str]:
         if model in self.overrides:
             pin, pout = self.overrides[model]
-            return ModelPrice(input_usd_per_mtok=pin, output_usd_per_mtok=pout, source="--price override")
+            return PriceSnapshot(input=Rate(pin), output=Rate(pout), source="--price override"), "--price override"
         if self.catalog is not None:
             try:
                 spec: ModelSpec | None = self.catalog.resolve(model)
             except UnknownName:
                 spec = None
             if spec is not None and not spec.discovered:  # an unlisted name: priced and named by genai-prices below
-                name = spec.name
-                pin = self.catalog.cost(name, TokenUsage(input_tokens=1_000_000)).usd
-                pout = self.catalog.cost(name, TokenUsage(output_tokens=1_000_000)).usd
-                if pin is not None and pout is not None:
-                    return ModelPrice(input_usd_per_mtok=pin, output_usd_per_mtok=pout, source=f"catalog {name}")
+                snap = self.catalog.prices_at(spec.name)
+                if snap is not None:
+                    return snap, f"catalog {spec.name}"
         for ref, provider in _genai_candidates(model):
             try:
-                calc = calc_price(Usage(input_tokens=1_000_000, output_tokens=1_000_000), ref, provider_id=provider)
+                calc = calc_price(Usage(input_tokens=1, output_tokens=1), ref, provider_id=provider)
             except (LookupError, ValueError):
                 continue
-            return ModelPrice(input_usd_per_mtok=Decimal(calc.input_price),
-                              output_usd_per_mtok=Decimal(calc.output_price),
-                              source=f"genai-prices {calc.provider.id}/{calc.model.id}")
-        return ModelPrice(input_usd_per_mtok=None, output_usd_per_mtok=None, source="unpriced")
+            snap = snapshot_from_genai(calc.model.get_prices(datetime.now(tz=UTC)),
+                                       ProviderSpec(calc.provider.id, "openai"), calc.provider.id)
+            return snap, f"genai-prices {calc.provider.id}/{calc.model.id}"
+        return None, "unpriced"
 
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> Decimal | None:
-        p = self.price(model)
-        if p.input_usd_per_mtok is None or p.output_usd_per_mtok is None:
+        """The cost of one request of this size (None when the model is unpriced)."""
+        snap = self._entry(model)[1]
+        if snap is None:
             return None
-        return (input_tokens * p.input_usd_per_mtok + output_tokens * p.output_usd_per_mtok) / 1_000_000
+        return compute_cost(TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens), snap)
 
 
 def _genai_candidates(model: str) -> list[tuple[str, str | None]]:
@@ -262,7 +272,7 @@ def score_value(value: Any) -> float:
         return float(value)
     if isinstance(value, int | float):
         if not math.isfinite(value):
-            raise ValueError(f"score {value!r} is not a finite number")
+            raise ValueError(f"score {clip(value, 40)} is not a finite number")
         return float(value)
     text = str(value).strip().lower()
     if text in TRUE:
@@ -274,14 +284,32 @@ def score_value(value: Any) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise ValueError(f"score {value!r} is neither True/False nor a number") from None
+        raise ValueError(f"score {clip(value, 40)} is neither True/False nor a number") from None
     if not math.isfinite(v):
-        raise ValueError(f"score {value!r} is not a finite number")
+        raise ValueError(f"score {clip(value, 40)} is not a finite number")
     return v
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A file that is not text, not CSV or not readable becomes a clear error (naming no content)."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path.name} is not UTF-8 text: outcome files are .csv or .jsonl text") from None
+    except csv.Error as e:
+        raise InvalidInput(f"{path.name} is not a readable CSV file ({e})") from None
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path.name}: {e.strerror or type(e).__name__}") from None
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line, record) per data row, or (line, problem) when a line cannot be read as a record."""
+    with _reading(path):
+        yield from _raw_records(path)
+
+
+def _raw_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -311,7 +339,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
 def _columns(path: Path) -> list[str]:
     """The header of a CSV, or the keys of a JSONL file's first object."""
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        with _reading(path), path.open(newline="", encoding="utf-8-sig") as f:
             return next(csv.reader(f), [])
     for _, rec in _records(path):
         if isinstance(rec, dict):
@@ -322,7 +350,8 @@ def _columns(path: Path) -> list[str]:
 def wide_source(path: Path, task_type: str | None) -> Source:
     cols = _columns(path)
     if "prompt" not in cols:
-        raise InvalidInput(f"{path.name}: no 'prompt' column (columns: {', '.join(cols) or 'none'}); a wide "
+        # the header is not quoted back: errors never carry a file's content (the path may not be an outcome file)
+        raise InvalidInput(f"{path.name}: no 'prompt' column (the header has {len(cols)} columns); a wide "
                            "outcome file needs a prompt column and one score column per model")
     responses = {c[: -len("_response")] for c in cols if c.endswith("_response")}
     models = [c for c in cols if c not in RESERVED and not c.endswith("_response")]
@@ -330,7 +359,7 @@ def wide_source(path: Path, task_type: str | None) -> Source:
         raise InvalidInput(f"{path.name}: no score columns; add one column per model holding its score "
                            "(True/False or a number), named after the model")
     if len(models) < 2:
-        raise InvalidInput(f"{path.name}: only one score column ({models[0]}); comparing needs at least two models")
+        raise InvalidInput(f"{path.name}: only one score column; comparing needs at least two models")
     task = task_type or NAME_SUFFIX.sub("", path.stem)
 
     def read() -> Iterator[Row | str]:
@@ -444,6 +473,12 @@ def mtbench_sources(folder: Path) -> list[Source]:
             for cat, rows in sorted(by_category.items())]
 
 
+def _readable(svc: Any, path: str | Path) -> Path:
+    """The path, confined to the service's file roots when a remote (MCP) caller named it."""
+    readable = getattr(svc, "readable_path", None)
+    return readable(path) if readable else Path(path).expanduser()
+
+
 def detect_format(path: Path) -> Format:
     if path.is_dir() and (path / "question.jsonl").is_file() and (path / "judgements.jsonl").is_file():
         return "mtbench"
@@ -554,7 +589,7 @@ async def import_outcomes(svc: Any, path: str | Path, *, fmt: Format | None = No
     if tolerance < 0:
         raise InvalidInput(f"tolerance must be >= 0, got {tolerance}")
     book = PriceBook(dict(parse_price(p) for p in prices), svc.catalog)
-    p = Path(path).expanduser()
+    p = _readable(svc, path)
     fmt, sources = open_sources(p, fmt, task_type)
     sc = await anyio.to_thread.run_sync(scan, sources)
     _check_bad(sc, skip_bad)
@@ -769,7 +804,7 @@ async def evaluate_router_file(svc: Any, path: str | Path, *, fmt: Format | None
                                skip_bad: bool = False, prices: Sequence[str] = ()) -> RouterEvalResult:
     """Learn a per-prompt strong/weak router from outcome data and measure it (APGR, CPT, cost cut)."""
     book = PriceBook(dict(parse_price(p) for p in prices), svc.catalog)
-    p = Path(path).expanduser()
+    p = _readable(svc, path)
     fmt, sources = open_sources(p, fmt, task_type)
     rows, sc = await anyio.to_thread.run_sync(load_rows, sources, skip_bad)
     strong, _ = _choose_strong(sc, strong)

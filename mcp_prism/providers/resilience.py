@@ -31,6 +31,7 @@ from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import httpx
 
+from mcp_prism.core.config_schema import checked
 from mcp_prism.errors import ConfigError
 from mcp_prism.providers.wire import WireError
 
@@ -367,7 +368,7 @@ def _number(table: Mapping[str, Any], name: str, where: str, default: float, low
 def from_config(user_config: Mapping[str, Any], *, clock: Callable[[], float] = time.monotonic) -> Resilience:
     """`[gateway.retries] attempts, backoff_base_seconds, backoff_max_seconds, max_retry_after_seconds` and
     `[gateway.circuit] failures, cooldown_seconds`; defaults when absent."""
-    gateway = user_config.get("gateway", {})
+    gateway = checked(user_config).get("gateway", {})
     if not isinstance(gateway, Mapping):
         raise ConfigError("gateway must be a table ([gateway] in the config file)")
     d = RetryPolicy()

@@ -336,4 +336,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0008_voided_events",
+        """
+        -- Usage events taken out of every report (`mcp-prism events void`): moved here, whole, with who and
+        -- why, so a void can be reviewed; the rollups were reduced by them in the same transaction.
+        CREATE TABLE voided_events (
+            id TEXT PRIMARY KEY,
+            voided_at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            event TEXT NOT NULL                  -- the usage_events row as JSON
+        );
+        """,
+    ),
 ]

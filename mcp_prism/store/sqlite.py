@@ -24,6 +24,7 @@ import aiosqlite
 from mcp_prism.core.pricing import PriceSnapshot, to_picodollars
 from mcp_prism.core.usage import UsageEvent, iso, utcnow
 from mcp_prism.errors import InvalidInput, StoreError
+from mcp_prism.store import sqlite_open
 from mcp_prism.store.migrations import MIGRATIONS
 from mcp_prism.store.reads import GROUP_COLUMNS as GROUP_COLUMNS  # re-exported: adapters import it here
 from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS, StoreReads
@@ -72,24 +73,31 @@ class Store(StoreReads):
         self.path = path
         self._lock = asyncio.Lock()
         self._snapshot_ids: dict[str, int] = {}
+        self.read_only = False
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
     async def open(cls, path: str | Path) -> Store:
         path = Path(path)
+        uri, read_only = sqlite_open.probe(path)  # damaged, unwritable or read-only: said before a thread starts
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(str(path), isolation_level=None)
+            conn = await aiosqlite.connect(uri, isolation_level=None, uri=True)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the database at {path}: {e}") from None
         store = cls(conn, path)
+        store.read_only = read_only
         try:
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await store._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            if not read_only:
+                await store._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
             await conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: keeps the indexes hot when ingesting
             await store._migrate()
+        except sqlite3.DatabaseError as e:
+            await conn.close()
+            raise StoreError(sqlite_open.explain(path, e, read_only) or f"cannot open the database at {path}: {e}"
+                             ) from None
         except BaseException:
             await conn.close()
             raise
@@ -99,6 +107,16 @@ class Store(StoreReads):
         await self._conn.close()
 
     async def _migrate(self) -> None:
+        if self.read_only:  # nothing can be written: serve reads if the schema is current
+            try:
+                done = {r[0] for r in await self._conn.execute_fetchall("SELECT name FROM schema_migrations")}
+            except sqlite3.OperationalError:
+                done = set()
+            if any(name not in done for name, _ in MIGRATIONS):
+                raise StoreError(f"the database at {self.path} is read-only and needs an upgrade; open it once "
+                                 "with write access (any mcp-prism command does it)")
+            return
+
         async def work(conn: aiosqlite.Connection) -> None:
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
@@ -122,7 +140,10 @@ class Store(StoreReads):
             try:
                 return await op()
             except sqlite3.OperationalError as e:
-                if not _is_locked(e) or time.monotonic() > deadline:
+                if not _is_locked(e):
+                    raise StoreError(sqlite_open.explain(self.path, e, self.read_only)
+                                     or f"database error, nothing was written: {e}") from None
+                if time.monotonic() > deadline:
                     raise StoreError(f"the database at {self.path} stayed busy: {e}") from None
                 await asyncio.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.2)
@@ -149,7 +170,8 @@ class Store(StoreReads):
             except sqlite3.IntegrityError as e:
                 raise InvalidInput(f"rejected by the database, nothing was written: {e}") from None
             except sqlite3.Error as e:
-                raise StoreError(f"database error, nothing was written: {e}") from None
+                raise StoreError(sqlite_open.explain(self.path, e, self.read_only)
+                                 or f"database error, nothing was written: {e}") from None
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._lock:
@@ -160,7 +182,8 @@ class Store(StoreReads):
                 await cur.close()
                 return list(rows)  # type: ignore[arg-type]
             except sqlite3.Error as e:
-                raise StoreError(f"database error while reading: {e}") from None
+                raise StoreError(sqlite_open.explain(self.path, e, False)
+                                 or f"database error while reading: {e}") from None
 
     # ---------------------------------------------------------------- usage events
     async def _snapshot_id(self, conn: aiosqlite.Connection, body: str) -> int:

@@ -55,6 +55,7 @@ from mcp_prism.core.budgets import (
 )
 from mcp_prism.core.usage import iso, utcnow
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.limits import require_text
 from mcp_prism.store import leases
 from mcp_prism.store.sqlite import Store
 
@@ -151,6 +152,7 @@ class BudgetService:
         if period not in PERIODS:
             raise InvalidInput(f"unknown budget period {period!r}: use one of {', '.join(PERIODS)}")
         subject = (subject or "").strip()
+        require_text("subject", subject)
         if not subject:
             raise InvalidInput(f"name the {scope} the budget is for (for a key: its id from `mcp-prism keys list`)")
         soft, hard = _money(soft_limit_usd, "soft_limit_usd"), _money(hard_limit_usd, "hard_limit_usd")
