@@ -19,18 +19,31 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from mcp_prism.core.catalog import Catalog, build_catalog
 from mcp_prism.core.tasks import BUILTIN_TASK_TYPES, GENERAL, TASK_TYPE_NAME, TaskTypeSpec, Tier
+from mcp_prism.core.text_model import TextModel
 from mcp_prism.errors import ConfigError
 from mcp_prism.store import is_postgres_url
 
 
 def shipped_catalog_data() -> dict[str, Any]:
     return tomllib.loads(files("mcp_prism").joinpath("data/catalog.toml").read_text(encoding="utf-8"))
+
+
+@cache
+def shipped_classifier_model() -> TextModel:
+    """The task classifier's trained weights (`data/classifier.bin`, built by tools/classifier/train.py),
+    read once per process."""
+    try:
+        return TextModel.from_bytes(files("mcp_prism").joinpath("data/classifier.bin").read_bytes())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"the shipped classifier model (mcp_prism/data/classifier.bin) cannot be loaded: {e}; "
+                          "reinstall mcp-prism") from None
 
 
 @dataclass
@@ -75,9 +88,12 @@ class Settings:
         return str((self.user_config.get("routing") or {}).get("default_task_type", GENERAL))
 
     @property
-    def classifier_threshold(self) -> float:
-        value = (self.user_config.get("routing") or {}).get("classifier_threshold", 0.35)
-        if not isinstance(value, int | float) or not 0 <= value <= 1:
+    def classifier_threshold(self) -> float | None:
+        """None: the model's own fallback threshold, chosen by cross-validation when it was trained."""
+        value = (self.user_config.get("routing") or {}).get("classifier_threshold")
+        if value is None:
+            return None
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
             raise ConfigError("routing.classifier_threshold must be a number between 0 and 1")
         return float(value)
 
