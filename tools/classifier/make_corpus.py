@@ -8,7 +8,8 @@ Each row: {"text", "task_type", "group"}; `group` names the template (or hand-wr
 from, so cross-validation can hold out whole templates (rows of one template are near-duplicates and
 would flatter a random split). Voices: polite or bare openers, sign-offs, all lowercase, typos,
 dropped articles (non-native English), a paragraph of context first, code or a log pasted before or
-after the instruction, long pastes (many blobs, or one log line spammed). Nothing here is drawn from tests/data/heldout_requests.jsonl.
+after the instruction, long pastes (many blobs, or one log line spammed). Nothing here is drawn from
+tests/data/heldout_requests.jsonl.
 """
 
 from __future__ import annotations
