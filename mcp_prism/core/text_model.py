@@ -27,6 +27,7 @@ import math
 import re
 import zlib
 from array import array
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import itemgetter, mul
@@ -51,7 +52,10 @@ _TOKEN = re.compile(r"[^\W\d_][\w'’-]*|\d+|[?{}();=<>\[\]`@#:$/\\|*+!]")
 _CODE_LINE = re.compile(r"^\s*(?:def |func |fn |class |public |private |function |const |let |var |import |"
                         r"from \S+ import |SELECT |#include|package |impl |interface |export |async |@\w+|"
                         r"[\w.]+\(.*\)\s*[{:]?\s*$|.*[{;]\s*$)")
-_WORD_GRAMS: dict[str, tuple[int, ...]] = {}  # word -> its hashed character n-grams (bounded cache)
+_FIELD_BITS, _FIELD_OFFSET = 32, 32768  # packed class sums (see TextModel._fold)
+_FIELD_MASK = (1 << _FIELD_BITS) - 1
+# (mask, with character n-grams) -> word -> its feature buckets (bounded caches)
+_WORD_FEATURES: dict[tuple[int, bool], dict[str, tuple[int, ...]]] = {}
 _WORD_CACHE_MAX = 50_000
 
 
@@ -59,16 +63,21 @@ def _h(s: str) -> int:
     return zlib.crc32(s.encode("utf-8", "surrogatepass"))
 
 
-def _char_grams(word: str) -> tuple[int, ...]:
-    grams = _WORD_GRAMS.get(word)
-    if grams is None:
-        padded = f" {word} "
-        n = len(padded)
-        grams = tuple(_h("c:" + padded[i:i + k]) for k in range(CHAR_MIN, CHAR_MAX + 1) for i in range(n - k + 1))
-        if len(_WORD_GRAMS) >= _WORD_CACHE_MAX:
-            _WORD_GRAMS.clear()
-        _WORD_GRAMS[word] = grams
-    return grams
+def _word_features(word: str, with_chars: bool, mask: int) -> tuple[int, ...]:
+    """A word's unigram bucket, plus its character n-gram buckets when `with_chars` (cached)."""
+    cache = _WORD_FEATURES.setdefault((mask, with_chars), {})
+    feats = cache.get(word)
+    if feats is None:
+        keys = ["w:" + word]
+        if with_chars:
+            padded = f" {word} "
+            n = len(padded)
+            keys += ["c:" + padded[i:i + k] for k in range(CHAR_MIN, CHAR_MAX + 1) for i in range(n - k + 1)]
+        feats = tuple(_h(k) & mask for k in keys)
+        if len(cache) >= _WORD_CACHE_MAX:
+            cache.clear()
+        cache[word] = feats
+    return feats
 
 
 def _window(text: str) -> str:
@@ -86,43 +95,33 @@ def text_counts(text: str, buckets: int) -> dict[int, int]:
     mask = buckets - 1
     window = _window(text).lower()
     tokens = ["<n>" if t.isdigit() else t for t in _TOKEN.findall(window)]
-    counts: dict[int, int] = {}
-    get = counts.get
-
-    def add(h: int) -> None:
-        k = h & mask
-        counts[k] = get(k, 0) + 1
-
+    feats: list[int] = []
+    extend, append = feats.extend, feats.append
     prev = "<s>"
     tail_from = len(tokens) - CHAR_TAIL_WORDS
     for i, t in enumerate(tokens):
-        add(_h("w:" + t))
-        add(_h("b:" + prev + " " + t))
+        chars = (i < CHAR_HEAD_WORDS or i >= tail_from) and t[0].isalpha() and len(t) <= CHAR_WORD_MAX
+        extend(_word_features(t, chars, mask))
+        append(_h("b:" + prev + " " + t) & mask)
         prev = t
-        if (i < CHAR_HEAD_WORDS or i >= tail_from) and t[0].isalpha() and len(t) <= CHAR_WORD_MAX:
-            for g in _char_grams(t):
-                k = g & mask
-                counts[k] = get(k, 0) + 1
     words = [t for t in tokens if t[0].isalpha()]
-    for i, w in enumerate(words[:LEAD_WORDS]):
-        add(_h(f"^{i}:{w}"))
+    keys = [f"^{i}:{w}" for i, w in enumerate(words[:LEAD_WORDS])]
     if words:
-        add(_h("$:" + words[-1]))
+        keys.append("$:" + words[-1])
     # The words at either end again, as their own features: the instruction before a paste, or after it.
-    for w in words[:END_WORDS]:
-        add(_h("h:" + w))
-    for w in words[-END_WORDS:]:
-        add(_h("t:" + w))
+    keys += ["h:" + w for w in words[:END_WORDS]]
+    keys += ["t:" + w for w in words[-END_WORDS:]]
     stripped = window.strip()
     lines = stripped.count("\n") + 1 if stripped else 0
-    add(_h(f"s:lines{_bucket(lines, (1, 3, 10, 30))}"))
-    add(_h(f"s:len{_bucket(len(text), (20, 60, 150, 400, 1500))}"))
+    keys.append(f"s:lines{_bucket(lines, (1, 3, 10, 30))}")
+    keys.append(f"s:len{_bucket(len(text), (20, 60, 150, 400, 1500))}")
     if stripped.endswith("?"):
-        add(_h("s:endq"))
+        keys.append("s:endq")
     first = stripped.split("\n", 1)[0] if stripped else ""
     if first and _CODE_LINE.match(first):
-        add(_h("s:codefirst"))
-    return counts
+        keys.append("s:codefirst")
+    feats.extend(_h(k) & mask for k in keys)
+    return dict(Counter(feats))
 
 
 @dataclass(frozen=True)
@@ -158,6 +157,9 @@ class TextModel:
         self.weights = weights
         self.scales = scales
         self.biases = biases
+        # With presence-only term frequency a feature's value is idf / norm, so each class's weight and
+        # the idf fold into one float per bucket, once: a score is then a plain sum of lookups.
+        self._folded: tuple[list[int], float, list[float]] | None = None
         self.meta = meta
         # Probability below which the best type is not trusted (fall back), and below which a verdict
         # is reported as uncertain; both chosen by cross-validation on the training corpus.
@@ -182,12 +184,43 @@ class TextModel:
     def weight(self, cls: int, bucket: int) -> float:
         return (self.weights[cls][bucket] - 128) * self.scales[cls]
 
+    def _fold(self) -> tuple[list[int], float, list[float]]:
+        """Presence-only TF: a feature's value is idf / norm, so class c's score is
+        bias + sum_j(w_cj * idf_j) / norm. Fold w * idf into 16-bit fixed point and pack the classes of a
+        bucket into one integer, 32 bits a class: a request's 12 sums are then one sum of integers
+        (a field cannot overflow: even 65,536 features x 65,535 < 2**32)."""
+        if self._folded is None:
+            idf = self.idf
+            rows = [[(q - 128) * s * f for q, f in zip(w, idf, strict=True)]
+                    for w, s in zip(self.weights, self.scales, strict=True)]
+            scale = max(max(abs(v) for v in row) for row in rows) / 32767 or 1.0
+            packed = [0] * self.buckets
+            for c, row in enumerate(rows):
+                shift = _FIELD_BITS * c
+                for j, v in enumerate(row):
+                    packed[j] |= (round(v / scale) + _FIELD_OFFSET) << shift
+            self._folded = (packed, scale, [f * f for f in idf])
+        return self._folded
+
     def scores(self, text: str) -> Scores:
-        idx, vals = self.vector(text)
-        total_v = sum(vals)
-        pick = itemgetter(*idx) if len(idx) > 1 else (lambda w: (w[idx[0]],))
-        raw = [b + s * (sum(map(mul, pick(w), vals)) - 128.0 * total_v)
-               for w, s, b in zip(self.weights, self.scales, self.biases, strict=True)]
+        if self.binary_tf:
+            idx = list(text_counts(text, self.buckets))
+            packed, scale, idf2 = self._fold()
+            if len(idx) > 1:
+                pick = itemgetter(*idx)
+                norm = math.sqrt(sum(pick(idf2))) or 1.0
+                total = sum(pick(packed))
+            else:
+                norm, total = math.sqrt(idf2[idx[0]]) or 1.0, packed[idx[0]]
+            base = len(idx) * _FIELD_OFFSET
+            raw = [b + (((total >> (_FIELD_BITS * c)) & _FIELD_MASK) - base) * scale / norm
+                   for c, b in enumerate(self.biases)]
+        else:
+            idx, vals = self.vector(text)
+            total_v = sum(vals)
+            pick = itemgetter(*idx) if len(idx) > 1 else (lambda w: (w[idx[0]],))
+            raw = [b + s * (sum(map(mul, pick(w), vals)) - 128.0 * total_v)
+                   for w, s, b in zip(self.weights, self.scales, self.biases, strict=True)]
         top = max(raw)
         exps = [math.exp(s - top) for s in raw]
         total = sum(exps)
