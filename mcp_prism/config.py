@@ -40,9 +40,7 @@ def shipped_classifier_model() -> TextModel:
     """The task classifier's trained weights (`data/classifier.bin`, built by tools/classifier/train.py),
     read once per process."""
     try:
-        model = TextModel.from_bytes(files("mcp_prism").joinpath("data/classifier.bin").read_bytes())
-        model.scores("warm up")  # builds the folded weights now, not on the first request
-        return model
+        return TextModel.from_bytes(files("mcp_prism").joinpath("data/classifier.bin").read_bytes())
     except (OSError, ValueError) as e:
         raise ConfigError(f"the shipped classifier model (mcp_prism/data/classifier.bin) cannot be loaded: {e}; "
                           "reinstall mcp-prism") from None

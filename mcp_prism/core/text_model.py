@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import zlib
 from array import array
 from collections import Counter
@@ -190,16 +191,20 @@ class TextModel:
         bucket into one integer, 32 bits a class: a request's 12 sums are then one sum of integers
         (a field cannot overflow: even 65,536 features x 65,535 < 2**32)."""
         if self._folded is None:
-            idf = self.idf
-            rows = [[(q - 128) * s * f for q, f in zip(w, idf, strict=True)]
-                    for w, s in zip(self.weights, self.scales, strict=True)]
-            scale = max(max(abs(v) for v in row) for row in rows) / 32767 or 1.0
-            packed = [0] * self.buckets
-            for c, row in enumerate(rows):
-                shift = _FIELD_BITS * c
-                for j, v in enumerate(row):
-                    packed[j] |= (round(v / scale) + _FIELD_OFFSET) << shift
-            self._folded = (packed, scale, [f * f for f in idf])
+            idf = self.idf.tolist()
+            n_cls = len(self.classes)
+            # one 16-bit step for the largest |w * idf| any class can reach
+            step = max(127 * s for s in self.scales) * max(idf) / 32767 or 1.0
+            fields = array("I", bytes(4 * n_cls * self.buckets))
+            for c, (w, s) in enumerate(zip(self.weights, self.scales, strict=True)):
+                k = s / step
+                fields[c::n_cls] = array("I", [round((q - 128) * k * f) + _FIELD_OFFSET
+                                               for q, f in zip(w, idf, strict=True)])
+            if sys.byteorder != "little":
+                fields.byteswap()
+            raw, width = fields.tobytes(), 4 * n_cls
+            packed = [int.from_bytes(raw[i:i + width], "little") for i in range(0, len(raw), width)]
+            self._folded = (packed, step, [f * f for f in idf])
         return self._folded
 
     def scores(self, text: str) -> Scores:
