@@ -131,6 +131,10 @@ def show_route(r: RouteResult) -> str:
         "why:",
         *(f"  - {reason}" for reason in r.reasons),
     ]
+    if r.uncertain:
+        lines.insert(2, f"uncertain: the classifier is not sure of {r.task_type}"
+                        + (f"; runner-up {r.runner_up}" if r.runner_up else "")
+                        + ". Pass --task-type if you know it.")
     if r.signals:
         lines += ["signals:", *(f"  - {s}" for s in r.signals)]
     if r.alternatives:

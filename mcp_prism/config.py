@@ -20,6 +20,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,24 @@ from typing import Any
 from mcp_prism.core.catalog import Catalog, build_catalog
 from mcp_prism.core.config_schema import PrismConfig, checked, parse_config
 from mcp_prism.core.tasks import BUILTIN_TASK_TYPES, GENERAL, TASK_TYPE_NAME, TaskTypeSpec, Tier
+from mcp_prism.core.text_model import TextModel
 from mcp_prism.errors import ConfigError
 from mcp_prism.store import is_postgres_url
 
 
 def shipped_catalog_data() -> dict[str, Any]:
     return tomllib.loads(files("mcp_prism").joinpath("data/catalog.toml").read_text(encoding="utf-8"))
+
+
+@cache
+def shipped_classifier_model() -> TextModel:
+    """The task classifier's trained weights (`data/classifier.bin`, built by tools/classifier/train.py),
+    read once per process."""
+    try:
+        return TextModel.from_bytes(files("mcp_prism").joinpath("data/classifier.bin").read_bytes())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"the shipped classifier model (mcp_prism/data/classifier.bin) cannot be loaded: {e}; "
+                          "reinstall mcp-prism") from None
 
 
 @dataclass
@@ -78,10 +91,11 @@ class Settings:
         return (routing.default_task_type if routing else None) or GENERAL
 
     @property
-    def classifier_threshold(self) -> float:
+    def classifier_threshold(self) -> float | None:
+        """None: the model's own fallback threshold, chosen by cross-validation when it was trained."""
         routing = self.config.routing
         value = routing.classifier_threshold if routing else None
-        return 0.35 if value is None else value
+        return None if value is None else float(value)
 
     @property
     def budget_lease_seconds(self) -> float:

@@ -42,6 +42,11 @@ class RouteResult(BaseModel):
     task_type: str
     confidence: float = Field(description="1.0 when the task type was given; the classifier's otherwise")
     classified: bool = Field(description="true when the task type came from the description")
+    uncertain: bool = Field(False, description="true when the classifier is unsure of task_type (a weak verdict, or "
+                                               "no type fit and it fell back): check it, and pass task_type "
+                                               "yourself if it is wrong")
+    runner_up: str | None = Field(None, description="the next most likely task type when classified (the declined "
+                                                    "guess when it fell back)")
     reasons: list[str]
     signals: list[str] = Field(description="what the classifier and complexity check saw")
     complexity_boost: int

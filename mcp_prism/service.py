@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_prism import render
-from mcp_prism.config import Settings
+from mcp_prism.config import Settings, shipped_classifier_model
 from mcp_prism.core.catalog import Catalog, ModelSpec
 from mcp_prism.core.classify import Classifier, assess_complexity
 from mcp_prism.core.pricing import TokenUsage, from_picodollars
@@ -25,6 +25,7 @@ from mcp_prism.core.report import Totals, monthly, pct, repriced
 from mcp_prism.core.routing import DEFAULT_PROFILES, FALLBACK_PROFILE, OUTPUT_HEADROOM, choose_model, default_rule_for
 from mcp_prism.core.rules import DEFAULT_RULES, RoutingRule, parse_rule
 from mcp_prism.core.tasks import TaskTypeSpec, Tier
+from mcp_prism.core.text_model import TextModel
 from mcp_prism.core.usage import (
     QUALITY_SOURCES,
     SOURCES,
@@ -133,7 +134,8 @@ def _parse_day(value: str, name: str) -> date:
 
 class PrismService:
     def __init__(self, store: Store, catalog: Catalog, task_types: dict[str, TaskTypeSpec], *,
-                 default_task_type: str = "general", classifier_threshold: float = 0.35) -> None:
+                 default_task_type: str = "general", classifier_threshold: float | None = None,
+                 classifier_model: TextModel | None = None) -> None:
         if default_task_type not in task_types:
             raise UnknownName("task type", default_task_type, list(task_types))
         self.store = store
@@ -141,7 +143,8 @@ class PrismService:
         self.catalog = catalog
         self.task_types = task_types
         self.classifier = Classifier(list(task_types.values()), default=default_task_type,
-                                     threshold=classifier_threshold)
+                                     threshold=classifier_threshold,
+                                     model=classifier_model or shipped_classifier_model())
         self._defaults = self._default_rules()
         self._rules: dict[str, ActiveRule] = {}
         self._rules_at = float("-inf")
@@ -258,6 +261,7 @@ class PrismService:
         if context_tokens < 0:
             raise InvalidInput("context_tokens must be >= 0")
         signals: list[str] = []
+        uncertain, runner_up = False, None
         if task_type:
             self._task(task_type)
             confidence, classified = 1.0, False
@@ -265,8 +269,12 @@ class PrismService:
             c = self.classifier.classify(description or "")
             task_type, confidence, classified = c.task_type, c.confidence, True
             signals.extend(c.signals)
-            if c.fell_back:
-                signals.append(f"unsure (confidence {c.confidence:.2f}): fell back to {task_type}")
+            uncertain, runner_up = c.uncertain, c.runner_up
+            if uncertain:
+                # Say so where an agent reads it: it can pass task_type itself on the next call.
+                signals.append(f"uncertain classification: {task_type} (confidence {c.confidence:.2f})"
+                               + (f", runner-up {runner_up}" if runner_up else "")
+                               + "; pass task_type if you know which it is")
         cx = assess_complexity(description or "", context_tokens)
         signals.extend(f"complexity: {s}" for s in cx.signals)
         active = (await self.rules())[task_type]
@@ -283,6 +291,8 @@ class PrismService:
             task_type=task_type,
             confidence=round(confidence, 3),
             classified=classified,
+            uncertain=uncertain,
+            runner_up=runner_up,
             reasons=list(choice.reasons),
             signals=signals,
             complexity_boost=cx.boost,

@@ -1,16 +1,18 @@
-"""Offline task classifier: accuracy on the labelled set, determinism, fallbacks, team types,
-complexity boosts, and a property test. No timing assertions (see benchmarks/bench_classify.py)."""
+"""Offline task classifier: accuracy on the labelled set and on the frozen held-out set, the shipped
+model file, determinism, fallbacks and uncertainty, team types, complexity boosts (not fooled by agent
+boilerplate), and property tests. No timing assertions (see benchmarks/bench_classify.py)."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mcp_prism.config import shipped_classifier_model
 from mcp_prism.core.classify import (
     LONG_CONTEXT_TOKENS,
     LONG_TEXT_CHARS,
@@ -19,9 +21,13 @@ from mcp_prism.core.classify import (
     Complexity,
     assess_complexity,
 )
+from mcp_prism.core.human_text import person_text
 from mcp_prism.core.tasks import BUILTIN_TASK_TYPES, GENERAL, TaskTypeSpec, Tier
+from mcp_prism.core.text_model import TextModel
 
 DATA = Path(__file__).parent / "data" / "labelled_requests.jsonl"
+HELDOUT = Path(__file__).parent / "data" / "heldout_requests.jsonl"
+MODEL = shipped_classifier_model()
 NON_GENERAL = [t.name for t in BUILTIN_TASK_TYPES if t.name != GENERAL]
 
 SQL_MIGRATION = TaskTypeSpec(
@@ -32,24 +38,21 @@ SQL_MIGRATION = TaskTypeSpec(
 )
 
 
-def _load() -> list[dict]:
-    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
-    by_type: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_type[row["task_type"]].append(row)
-    for items in by_type.values():  # same split as benchmarks/bench_classify.py
-        cut = len(items) * 2 // 3
-        for i, row in enumerate(items):
-            row["holdout"] = i >= cut
-    return rows
+def _load(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-ROWS = _load()
+ROWS = _load(DATA)
+HELD = _load(HELDOUT)
+
+
+def _clf(*args, **kwargs) -> Classifier:
+    return Classifier(*args, model=MODEL, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def clf() -> Classifier:
-    return Classifier()
+    return _clf()
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +104,22 @@ def test_accuracy_hard_cases(predicted: list[tuple[dict, Classification]]) -> No
     assert acc >= 0.70, f"hard-case accuracy {acc:.3f} < 0.70" + _confusion(hard)
 
 
-def test_accuracy_held_out_third(predicted: list[tuple[dict, Classification]]) -> None:
-    # The patterns were tuned on the first two thirds of each type's lines only.
-    held = [(row, r) for row, r in predicted if row["holdout"]]
-    acc = _accuracy(held)
-    assert acc >= 0.80, f"held-out accuracy {acc:.3f} < 0.80" + _confusion(held)
+def test_heldout_set_shape() -> None:
+    # Frozen before the model was trained or tuned (its own commit); never used to choose anything.
+    counts = Counter(row["task_type"] for row in HELD)
+    for name in NON_GENERAL:
+        assert counts[name] >= 30, name
+    assert len({row["text"] for row in HELD}) == len(HELD)
+    assert not {row["text"] for row in HELD} & {row["text"] for row in ROWS}
+
+
+def test_accuracy_on_heldout_set(clf: Classifier) -> None:
+    typed = [(row, clf.classify(row["text"])) for row in HELD if row["task_type"] != GENERAL]
+    acc = _accuracy(typed)
+    # A regression floor, not the goal: the target is 0.90 and the shipped model measured 0.887
+    # (mean 0.884, range 0.879-0.890 over five training seeds, tools/classifier/report.json). Only the
+    # accuracy is printed, never the misses, so nobody tunes on them.
+    assert acc >= 0.85, f"held-out accuracy {acc:.3f} < 0.85"
 
 
 @pytest.mark.parametrize(
@@ -126,26 +140,21 @@ def test_leading_intent_beats_topic_nouns(clf: Classifier, text: str, want: str)
     assert result.task_type == want, result
 
 
-def test_negated_intent_is_ignored(clf: Classifier) -> None:
-    result = clf.classify("dedupe these bug reports, don't debug them")
-    assert result.task_type == "ticket_classification"
-    assert not any("debug" in s for s in result.signals)
-
-
 # --- result shape, determinism, fallbacks ---------------------------------------------------
 
 
 def test_result_shape_and_signals(clf: Classifier) -> None:
     result = clf.classify("getting a stack trace from session_middleware.py, why does it crash?")
     assert result.task_type == "bug_investigation"
-    assert not result.fell_back
-    assert 0.35 <= result.confidence <= 1.0
-    assert any("stack trace" in s and "bug_investigation" in s for s in result.signals)
-    assert result.runner_up is None or result.runner_up != result.task_type
+    assert not result.fell_back and not result.uncertain
+    assert clf.uncertain_below <= result.confidence <= 1.0
+    assert result.signals[0].startswith("model: bug_investigation")
+    assert any(s.startswith("words for bug_investigation") for s in result.signals)
+    assert result.runner_up is not None and result.runner_up not in (result.task_type, GENERAL)
 
 
 def test_deterministic(clf: Classifier) -> None:
-    other = Classifier()
+    other = Classifier(model=TextModel.from_bytes(_shipped_bytes()))
     for row in ROWS:
         first = clf.classify(row["text"])
         assert clf.classify(row["text"]) == first
@@ -166,25 +175,43 @@ def test_empty_text_falls_back(clf: Classifier, text: str) -> None:
     assert result == Classification(GENERAL, 0.0, ("empty text",), True, None)
 
 
-def test_no_evidence_falls_back(clf: Classifier) -> None:
-    result = clf.classify("hello there")
-    assert result.task_type == GENERAL and result.fell_back and result.confidence == 0.0
-    assert result.runner_up is None
+@pytest.mark.parametrize("text", ["hello there", "thanks, that did it", "what is the capital of Peru"])
+def test_no_type_fits_falls_back_and_names_the_guess(clf: Classifier, text: str) -> None:
+    result = clf.classify(text)
+    assert result.task_type == GENERAL and result.fell_back and result.uncertain
+    assert result.runner_up in NON_GENERAL  # the declined guess, so a caller can still see it
+    assert any("fell back to general" in s for s in result.signals)
 
 
-def test_weak_evidence_falls_back_but_names_the_guess(clf: Classifier) -> None:
-    # A conceptual question about a topic: the topic word alone is not enough.
+def test_conceptual_question_is_not_a_task(clf: Classifier) -> None:
+    # About deploy words, but asks for an explanation, not a deploy check.
     result = clf.classify("explain what Kubernetes readiness probes are")
     assert result.fell_back and result.task_type == GENERAL
-    assert result.confidence < clf.threshold
-    assert result.runner_up == "deploy_check"
+    assert result.runner_up in NON_GENERAL
 
 
 def test_threshold_controls_fallback() -> None:
     text = "check the diff"
-    assert Classifier(threshold=0.0).classify(text).fell_back is False
-    strict = Classifier(threshold=1.0).classify(text)
-    assert strict.fell_back and strict.task_type == GENERAL
+    assert _clf(threshold=0.0).classify(text).fell_back is False
+    strict = _clf(threshold=1.0).classify(text)
+    assert strict.fell_back and strict.task_type == GENERAL and strict.runner_up in NON_GENERAL
+
+
+def test_default_threshold_comes_from_the_model(clf: Classifier) -> None:
+    assert clf.threshold == MODEL.threshold and 0.0 <= MODEL.threshold < MODEL.uncertain_below < 1.0
+
+
+def test_uncertain_marks_the_weak_band(clf: Classifier) -> None:
+    # uncertain <=> a fallback with a guess, or a verdict below the model's cross-validated band
+    seen = 0
+    for row in ROWS + HELD:
+        r = clf.classify(row["text"])
+        want = r.runner_up is not None if r.fell_back else r.confidence < clf.uncertain_below
+        assert r.uncertain == want, (row["text"], r)
+        if r.uncertain and not r.fell_back:
+            seen += 1
+            assert any(s.startswith("uncertain:") for s in r.signals)
+    assert seen, "no uncertain verdict at all: the band is not doing anything"
 
 
 def test_very_long_text_is_classified_from_head_and_tail(clf: Classifier) -> None:
@@ -198,7 +225,7 @@ def test_very_long_text_is_classified_from_head_and_tail(clf: Classifier) -> Non
 
 
 def test_custom_team_type_is_chosen() -> None:
-    clf = Classifier((*BUILTIN_TASK_TYPES, SQL_MIGRATION))
+    clf = _clf((*BUILTIN_TASK_TYPES, SQL_MIGRATION))
     for text in (
         "write an alembic migration script that adds users.last_login",
         "SQL migration for the new index on orders(created_at)",
@@ -213,7 +240,7 @@ def test_custom_team_type_is_chosen() -> None:
 
 def test_team_keywords_are_literal_and_whole_word() -> None:
     spec = TaskTypeSpec("cpp_port", "Port to C++", Tier.STANDARD, keywords=("c++", "(legacy)"))
-    clf = Classifier((*BUILTIN_TASK_TYPES, spec))
+    clf = _clf((*BUILTIN_TASK_TYPES, spec))
     assert clf.classify("port this module to C++").task_type == "cpp_port"
     assert clf.classify("the (legacy) billing code").task_type == "cpp_port"
     assert clf.classify("abc++def").task_type != "cpp_port"
@@ -229,18 +256,54 @@ def test_custom_default() -> None:
 
 def test_unknown_default_raises() -> None:
     with pytest.raises(ValueError, match="nope"):
-        Classifier(default="nope")
+        _clf(default="nope")
 
 
 def test_duplicate_names_raise() -> None:
     with pytest.raises(ValueError, match="duplicate"):
-        Classifier((*BUILTIN_TASK_TYPES, BUILTIN_TASK_TYPES[0]))
+        _clf((*BUILTIN_TASK_TYPES, BUILTIN_TASK_TYPES[0]))
 
 
 @pytest.mark.parametrize("threshold", [-0.1, 1.5])
 def test_bad_threshold_raises(threshold: float) -> None:
     with pytest.raises(ValueError, match="threshold"):
-        Classifier(threshold=threshold)
+        _clf(threshold=threshold)
+
+
+def test_builtin_types_need_the_model() -> None:
+    with pytest.raises(ValueError, match="shipped_classifier_model"):
+        Classifier()
+
+
+# --- the shipped model file -----------------------------------------------------------------
+
+
+def _shipped_bytes() -> bytes:
+    return (Path(__file__).parent.parent / "mcp_prism" / "data" / "classifier.bin").read_bytes()
+
+
+def test_shipped_model_is_small_and_knows_every_builtin_type() -> None:
+    data = _shipped_bytes()
+    assert len(data) < 1_000_000
+    assert set(MODEL.classes) == {t.name for t in BUILTIN_TASK_TYPES}
+    assert MODEL.meta["cv_accuracy"] > 0.5 and MODEL.meta["corpus_rows"] > 11 * 300
+
+
+@pytest.mark.parametrize("data", [b"", b"not zlib", __import__("zlib").compress(b"WRONGMAGIC")])
+def test_bad_model_bytes_raise_a_clear_error(data: bytes) -> None:
+    with pytest.raises(ValueError, match="classifier model"):
+        TextModel.from_bytes(data)
+
+
+def test_model_round_trips_through_bytes() -> None:
+    classes = ["a", "b"]
+    blob = TextModel.to_bytes(classes, 16, [1.0 + i / 8 for i in range(16)],
+                              [[0.5 - i / 16 for i in range(16)], [i / 16 - 0.5 for i in range(16)]],
+                              [0.1, -0.1], {"threshold": 0.2, "uncertain_below": 0.6})
+    m = TextModel.from_bytes(blob)
+    assert (m.classes, m.buckets, m.threshold, m.uncertain_below) == (("a", "b"), 16, 0.2, 0.6)
+    assert abs(m.weight(0, 0) - 0.5) < 0.01 and abs(m.weight(1, 15) - (15 / 16 - 0.5)) < 0.01
+    assert abs(sum(p for _, p in m.scores("anything at all").ranked) - 1.0) < 1e-9
 
 
 # --- complexity -----------------------------------------------------------------------------
@@ -264,6 +327,19 @@ def test_bad_threshold_raises(threshold: float) -> None:
 def test_complexity_signal_groups(text: str, signal: str) -> None:
     result = assess_complexity(text)
     assert result == Complexity(1, (signal,))
+
+
+def test_complexity_reads_the_persons_words_not_agent_boilerplate(clf: Classifier) -> None:
+    # Claude Code opens the turn with reminders full of words that would otherwise count.
+    reminder = ("<system-reminder>As you answer, these files across all services matter: a.py, b.py, c.py. "
+                "Beware race conditions and thread-safety; a production incident runbook is in "
+                "docs/incident.md. Write tests and review code carefully.</system-reminder>")
+    messages = [{"role": "user", "content": [{"type": "text", "text": reminder},
+                                             {"type": "text", "text": "add a docstring to parse_duration"}]}]
+    text = person_text(messages)
+    assert text == "add a docstring to parse_duration"
+    assert assess_complexity(text) == Complexity(0, ())
+    assert clf.classify(text).task_type == "doc_generation"
 
 
 def test_complexity_none() -> None:
@@ -295,7 +371,7 @@ def test_long_text_counts_as_long_context() -> None:
 
 # --- properties -----------------------------------------------------------------------------
 
-_CLF = Classifier((*BUILTIN_TASK_TYPES, SQL_MIGRATION))
+_CLF = _clf((*BUILTIN_TASK_TYPES, SQL_MIGRATION))
 _NAMES = {t.name for t in (*BUILTIN_TASK_TYPES, SQL_MIGRATION)}
 _WORDS = st.sampled_from(
     ["review", "write", "tests", "why", "does", "crash", "deploy", "design", "extract", "email", "the",
@@ -310,7 +386,7 @@ def test_classify_never_raises(text: str) -> None:
     assert result.task_type in _NAMES
     assert 0.0 <= result.confidence <= 1.0
     assert result.fell_back == (result.task_type == GENERAL)
-    assert result.runner_up is None or result.runner_up in _NAMES
+    assert result.runner_up is None or result.runner_up in _NAMES - {GENERAL}
     assert result.signals and all(isinstance(s, str) for s in result.signals)
     assert _CLF.classify(text) == result
 
@@ -319,7 +395,7 @@ def test_classify_never_raises(text: str) -> None:
 @given(st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=4), st.text())
 def test_any_team_keywords_compile_and_classify(keywords: list[str], text: str) -> None:
     spec = TaskTypeSpec("team_type", "x", Tier.SIMPLE, keywords=tuple(keywords))
-    result = Classifier((*BUILTIN_TASK_TYPES, spec)).classify(text)
+    result = _clf((*BUILTIN_TASK_TYPES, spec)).classify(text)
     assert 0.0 <= result.confidence <= 1.0
 
 

@@ -165,6 +165,12 @@ def test_route_prints_the_model(run: Run) -> None:
     assert out.splitlines()[0].startswith("claude-haiku-4-5") and "test_generation" in out
     r = RouteResult.model_validate(run.json("route", "review this pull request", "--task-type", "code_review"))
     assert r.model == "claude-sonnet-4-5" and r.task_type == "code_review" and not r.classified
+    # No task type fits: the CLI says the classification is unsure, names the runner-up, and the way out.
+    code, out, err = run("route", "hello there")
+    assert code == 0, err
+    uncertain = next(line for line in out.splitlines() if line.startswith("uncertain:"))
+    r = RouteResult.model_validate(run.json("route", "hello there"))
+    assert r.uncertain and r.runner_up and r.runner_up in uncertain and "--task-type" in uncertain
 
 
 def test_report_and_compare_json_match_their_schemas(run: Run) -> None:

@@ -68,7 +68,7 @@ def test_good_configs_load_and_keep_only_what_the_file_set(tmp_path: Path) -> No
     s = Settings.from_env({}, home=tmp_path)  # the README's own example is a valid config
     assert s.config.gateway and s.config.gateway.upstream_timeout_seconds == 300
     assert s.user_config["models"]["claude-sonnet-4-5"] == {"discount": "0.15"}
-    assert s.upstream_timeout == 300 and s.classifier_threshold == 0.35 and s.default_task_type == "general"
+    assert s.upstream_timeout == 300 and s.classifier_threshold is None and s.default_task_type == "general"
     parse_config(shipped_catalog_data())  # the shipped catalog holds to the same schema
 
 

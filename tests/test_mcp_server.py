@@ -104,6 +104,9 @@ async def test_both_protocol_modes_list_tools_and_route(server, mode: str) -> No
             "test_generation", "simple", "claude-haiku-4-5", True)
         assert r["rule_id"] == "test_generation" and r["rule_version"] == 0
         assert Decimal(r["estimated_cost_usd"]) > 0
+        assert r["uncertain"] is False and r["runner_up"] not in (None, "general")
+        vague = await call(c, "route_task", description="hello there")  # no type fits: said so, guess named
+        assert vague["task_type"] == "general" and vague["uncertain"] is True and vague["runner_up"]
         text = await fails(c, "route_task", "unknown task type 'nope'", "code_review", task_type="nope")
         assert text.startswith("Error executing tool route_task")
 

@@ -46,6 +46,23 @@ async def test_route_by_type_and_by_description(svc: PrismService) -> None:
     assert r.alternatives and all(a.model != r.model for a in r.alternatives)
 
 
+async def test_route_reports_an_uncertain_classification_and_the_runner_up(svc: PrismService) -> None:
+    sure = await svc.route_task("write unit tests for the invoice parser")
+    assert sure.task_type == "test_generation" and not sure.uncertain and sure.runner_up
+    assert not any("uncertain" in s for s in sure.signals)
+    # Nothing fits: it falls back, says so, and names the guess it declined.
+    vague = await svc.route_task("hello there")
+    assert vague.task_type == "general" and vague.uncertain and vague.runner_up not in (None, "general")
+    assert any(s.startswith("uncertain classification") and vague.runner_up in s and "pass task_type" in s
+               for s in vague.signals)
+    # A verdict inside the model's weak band is reported the same way (band widened to cover it).
+    svc.classifier.uncertain_below = 1.01
+    weak = await svc.route_task("write unit tests for the invoice parser")
+    assert weak.task_type == "test_generation" and weak.uncertain and weak.runner_up == sure.runner_up
+    given = await svc.route_task("write unit tests for the invoice parser", task_type="test_generation")
+    assert not given.uncertain and given.runner_up is None
+
+
 async def test_complexity_upgrades_the_model(svc: PrismService) -> None:
     plain = await svc.route_task("review this pull request", task_type="code_review")
     hard = await svc.route_task(
