@@ -129,27 +129,56 @@ def _cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) ->
 
 @needs_data
 def test_router_eval_on_gsm8k(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    r = _cli_json(tmp_path, capsys, "router-eval", str(DATA / "gsm8k_responses.csv"), "--seed", "0")
+    # One seed and 3x3 folds keep the test quick; benchmarks/bench_router.py quotes 5 seeds at 5x5.
+    r = _cli_json(tmp_path, capsys, "router-eval", str(DATA / "gsm8k_responses.csv"), "--seed", "0", "--seeds", "1",
+                  "--outer-folds", "3", "--inner-folds", "3")
     assert r["dataset"] == "gsm8k" and r["n"] == 1319 and r["n_test"] == 659
     assert r["strong"] == "gpt-4-1106-preview" and r["weak"] == "mistralai/Mixtral-8x7B-Instruct-v0.1"
     assert 0.55 < r["apgr"] < 0.8  # a text-only difficulty model: clearly better than random, far from oracle
     assert 0.45 < r["apgr_random"] < 0.55
     assert r["apgr_oracle"] > 1  # the oracle can beat always-strong: the weak model is right where GPT-4 is not
     assert 0 < r["cpt_50"] < r["cpt_80"] < r["cpt_95"] <= 1
-    assert 0.1 < r["cost_cut_at_95_quality"] < 0.5
     assert "35%" in r["published"]
     assert r["prices"]["gpt-4-1106-preview"]["source"] == "genai-prices openai/gpt-4-turbo"
+    # The honest figures: a threshold frozen on training folds, judged on held-out prompts.
+    [oos] = r["out_of_sample"]  # no category column: text-only only
+    assert oos["features"] == "text-only" and len(oos["seeds"]) == 1
+    seed = oos["seeds"][0]
+    assert 0.9 < seed["quality_kept"] < 1.0 and 0.1 < seed["cost_cut"] < 0.5
+    assert 0.4 < seed["strong_share"] < 0.9 and sum(seed["labelings"].values()) == 3
+    assert r["duplicates"] == 0 and not r["prompt_only_costs"] and r["tolerance"] == 0
+    assert any("quote figures over at least 5" in n for n in r["notes"])
 
 
 @needs_data
 def test_router_eval_on_mt_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    r = _cli_json(tmp_path, capsys, "router-eval", str(DATA))
+    r = _cli_json(tmp_path, capsys, "router-eval", str(DATA), "--seeds", "2")
     assert r["format"] == "mtbench" and r["n"] == r["n_test"] == 80 and "5-fold" in r["method"]
     assert r["q_weak"] == pytest.approx(8.340625) and r["q_strong"] == pytest.approx(9.228125)
     assert 0.5 < r["apgr"] < 0.95 and 0.4 < r["apgr_random"] < 0.6
-    assert 0.3 < r["cost_cut_at_95_quality"] < 0.95
     assert "85%" in r["published"] and any("80 prompts" in n for n in r["notes"])
+    assert any("turn 1's text only" in n for n in r["notes"])
+    assert [o["features"] for o in r["out_of_sample"]] == ["text-only", "text+category"]
+    for o in r["out_of_sample"]:
+        assert o["quality_kept"]["min"] <= o["quality_kept"]["mean"] <= o["quality_kept"]["max"]
+        assert 0.3 < o["cost_cut"]["mean"] < 0.95 and 0 < o["strong_share"]["mean"] < 1
     capsys.readouterr()
-    assert main(["router-eval", str(DATA), "--home", str(tmp_path)]) == 0
+    assert main(["router-eval", str(DATA), "--home", str(tmp_path), "--seeds", "1"]) == 0
     text = capsys.readouterr().out
+    assert "thresholds chosen out of sample" in text and "text+category" in text and "read off the test curve" in text
     assert "APGR" in text and "CPT(50%)" in text and "published for comparison" in text
+
+
+def test_prompt_only_costs_are_flagged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No answers in the file: costs count prompts only, and the report says so; duplicates are counted."""
+    lines = ["prompt,weak,strong"]
+    for i in range(120):
+        hard = i % 5 < 2
+        text = f"{'prove the integral bound' if hard else 'say hello to'} item {i % 100}"  # 20 duplicates
+        lines.append(f"{text},{'False' if hard else 'True'},True")
+    path = tmp_path / "toy_outcomes.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = _cli_json(tmp_path, capsys, "router-eval", str(path), "--seeds", "1", "--outer-folds", "2",
+                  "--inner-folds", "2", "--price", "weak=0.1,0.1", "--price", "strong=10,30")
+    assert r["prompt_only_costs"] and any(n.startswith("WARNING: no answers") for n in r["notes"])
+    assert r["duplicates"] == 20
