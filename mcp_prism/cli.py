@@ -43,7 +43,7 @@ Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
 # (result, markdown text): the commands of one area of the optimisation loop, and install/uninstall.
 LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_evaluate", "mcp_prism.cli_analysis",
                     "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.cli_team",
-                    "mcp_prism.cli_batch")
+                    "mcp_prism.cli_batch", "mcp_prism.cli_router")
 
 
 # ==================================================================== output helpers

@@ -67,3 +67,5 @@ class UsageEvent:
     api_key_id: str | None = None  # the virtual key's public id (never the secret)
     cache_hit: bool = False  # answered from the response cache: cost 0, `saved_usd` what the answer cost
     saved_usd: Decimal | None = None
+    router_version: int | None = None  # the learned router a mixed rule consulted, and its hardness score
+    router_score: float | None = None

@@ -756,6 +756,7 @@ class Gateway:
             prompt=r.prompt, text=r.text if not d.task_type else None,
             response="".join(r.response_text) if r.response_text is not None else None, api_key_id=r.key_id,
             cache_hit=r.cache_hit, saved_usd=saved_usd, cost=cost,
+            router=(d.router_version, d.router_score) if d.router_score is not None else None,  # type: ignore[arg-type]
         ))
 
     def _budget_level(self, b: Budget, remaining: int | None) -> None:

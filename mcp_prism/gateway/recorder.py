@@ -56,6 +56,7 @@ class Outcome:
     cache_hit: bool = False  # answered from the response cache: costs nothing, saves `saved_usd`
     saved_usd: Decimal | None = None
     cost: Cost | None = None  # when the request path priced it already (to settle a budget)
+    router: tuple[int, float] | None = None  # a mixed rule's learned router version and hardness score
 
 
 @dataclass(slots=True)
@@ -149,6 +150,7 @@ class Recorder:
             user=o.user, team=o.team, project=o.project, source="gateway", rule_id=o.rule_id,
             rule_version=o.rule_version, id=o.id, prompt=o.prompt, response=o.response, api_key_id=o.api_key_id,
             cache_hit=o.cache_hit, saved_usd=o.saved_usd,
+            router_version=o.router[0] if o.router else None, router_score=o.router[1] if o.router else None,
         )
 
     def _series(self, o: Outcome) -> _Series:

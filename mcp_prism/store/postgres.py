@@ -444,7 +444,7 @@ class PgStore(StoreReads):
                     None if e.cost_usd is None else str(e.cost_usd), pico, sid, int(e.batch), e.status,
                     e.quality, e.quality_source, e.user, e.team, e.project, e.source, e.rule_id,
                     e.rule_version, e.request_id, e.api_key_id, int(e.cache_hit),
-                    None if e.saved_usd is None else str(e.saved_usd),
+                    None if e.saved_usd is None else str(e.saved_usd), e.router_version, e.router_score,
                 ))
                 values = (1, int(e.status != "ok"), int(pico is None), t.input_tokens, t.cached_input_tokens,
                           t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, pico or 0, e.latency_ms,

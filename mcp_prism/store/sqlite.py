@@ -40,6 +40,7 @@ _EVENT_COLUMNS = (
     "cache_write_tokens", "output_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "cost_usd",
     "cost_pico", "price_snapshot_id", "batch", "status", "quality", "quality_source", "user", "team",
     "project", "source", "rule_id", "rule_version", "request_id", "api_key_id", "cache_hit", "saved_usd",
+    "router_version", "router_score",
 )
 _INSERT_EVENT = (
     f"INSERT INTO usage_events ({', '.join(_EVENT_COLUMNS)}) "
@@ -207,7 +208,7 @@ class Store(StoreReads):
                     None if e.cost_usd is None else str(e.cost_usd), pico, sid, int(e.batch), e.status,
                     e.quality, e.quality_source, e.user, e.team, e.project, e.source, e.rule_id,
                     e.rule_version, e.request_id, e.api_key_id, int(e.cache_hit),
-                    None if e.saved_usd is None else str(e.saved_usd),
+                    None if e.saved_usd is None else str(e.saved_usd), e.router_version, e.router_score,
                 ))
                 values = (1, e.status != "ok", pico is None, t.input_tokens, t.cached_input_tokens,
                           t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, pico or 0, e.latency_ms,
