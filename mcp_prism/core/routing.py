@@ -78,6 +78,8 @@ def choose_model(rule: RoutingRule, catalog: Catalog, *, boost: int = 0, context
                            f"({'>=' if hard else '<'} threshold {router.threshold:.3f}): "
                            + (f"hard, so {chosen.name}" if hard else f"easy, stays on {chosen.name}"))
     for min_boost, model in rule.complexity_upgrades:
+        if router_score is not None and router_score >= router.threshold:  # type: ignore[union-attr]
+            break  # the router already chose the strong model: a heuristic upgrade must not undo it
         if boost >= min_boost:
             chosen = catalog.resolve(model)
             reasons.append(f"complexity boost {boost} >= {min_boost}: upgraded to {chosen.name}")

@@ -187,6 +187,7 @@ class RouterService:
         rule["primary"] = view.cheap
         rule["fallbacks"] = [f for f in rule.get("fallbacks", []) if f not in (view.cheap, view.strong)]
         rule["router"] = {"version": version, "strong": view.strong}
+        rule.pop("complexity_upgrades", None)  # the router is this rule's per-request difficulty signal
         e = view.expected
         evidence = (f"router:{task_type}@v{version} held-out quality kept {e.get('quality_kept')}, "
                     f"cost cut {e.get('cost_cut')}, strong calls {e.get('strong_share')}")
