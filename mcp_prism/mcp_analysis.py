@@ -4,6 +4,7 @@ acknowledge_alert, review_due."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any
 
 from mcp.types import ToolAnnotations
@@ -52,8 +53,16 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
     )
     async def analyze(
         days: Annotated[int, Field(ge=1, le=3660, description="Look back this many days of usage.")] = 30,
+        quality_target: Annotated[float | None, Field(gt=0, le=1, description=(
+            "Team-level target: keep this share (like 0.95) of the strong models' quality overall at the lowest "
+            "cost. Returns team_plan: the task types to move to cheaper models, chosen on half the outcome data "
+            "and certified (lower bound) on the other half."))] = None,
+        budget: Annotated[Decimal | None, Field(ge=0, description=(
+            "The dual of quality_target: the best quality spending at most this many USD over the outcome "
+            "items."))] = None,
     ) -> AnalysisResult:
-        return await tool("analyze", lambda: analysis().analyze(days=days))
+        return await tool("analyze", lambda: analysis().analyze(days=days, quality_target=quality_target,
+                                                                budget=budget))
 
     @mcp.tool(
         title="Check monitored rule versions",
