@@ -383,6 +383,9 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
         project: Annotated[str | None, Field(description="Project, for cost reports.")] = None,
         rule_id: Annotated[str | None, Field(description="rule_id returned by route_task.")] = None,
         rule_version: Annotated[int | None, Field(ge=0, description="rule_version returned by route_task.")] = None,
+        router_version: Annotated[int | None, Field(
+            ge=1, description="router_version returned by route_task (a mixed rule's learned router).")] = None,
+        router_score: Annotated[float | None, Field(description="router_score returned by route_task.")] = None,
         request_id: Annotated[str | None, Field(
             description="Your id for this request; makes retries idempotent and can be used by "
                         "record_quality.")] = None,
@@ -401,6 +404,7 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
             batch=batch, quality=quality, quality_source=quality_source, user=user, team=team,
             project=project, source="mcp", rule_id=rule_id, rule_version=rule_version,
             request_id=request_id, timestamp=timestamp, prompt=prompt, response=response,
+            router_version=router_version, router_score=router_score,
         )
         return await _tool("record_usage", lambda: shared.get().record_usage(usage))
 

@@ -22,7 +22,7 @@ from mcp_prism.config import Settings
 from mcp_prism.core import learned_router as lr
 from mcp_prism.core.routing import choose_model
 from mcp_prism.core.rules import parse_rule
-from mcp_prism.service import PrismService
+from mcp_prism.service import PrismService, UsageInput
 
 TASK, CHEAP, STRONG = "ticket_classification", "gpt-4o-mini", "gpt-4o"
 EASY = ["reset my password please", "where is my invoice for march", "change the email on my account",
@@ -115,14 +115,22 @@ def test_route_task_uses_the_mixed_rule(tmp_path: Path, capsys: pytest.CaptureFi
     _cli(home, capsys, "router", "train", TASK, "--author", "ana", "--reason", "r")
     _cli(home, capsys, "router", "promote", TASK, "1", "--author", "ana", "--reason", "r")
 
-    async def run() -> list[Any]:
+    async def run() -> tuple[list[Any], Any]:
         svc = await PrismService.open(Settings.from_env({}, home=home))
         try:
-            return [await svc.route_task(t, task_type=TASK) for t in ("reset my password please", HARD[0])]
+            routes = [await svc.route_task(t, task_type=TASK) for t in ("reset my password please", HARD[0])]
+            h = routes[1]  # recorded back as an MCP client would, with what route_task returned
+            rec = await svc.record_usage(UsageInput(model=h.model, task_type=TASK, input_tokens=10, rule_id=h.rule_id,
+                                                    rule_version=h.rule_version, router_version=h.router_version,
+                                                    router_score=h.router_score))
+            row = (await svc.store.fetch("SELECT router_version, router_score FROM usage_events WHERE id = ?",
+                                         (rec.id,)))[0]
+            return routes, row
         finally:
             await svc.close()
 
-    easy, hard = asyncio.run(run())
+    (easy, hard), row = asyncio.run(run())
+    assert (row["router_version"], row["router_score"]) == (1, hard.router_score)
     assert (easy.model, hard.model) == (CHEAP, STRONG)
     assert easy.router_version == hard.router_version == 1 and easy.router_score < hard.router_score
     assert any("mixed rule: router v1" in r for r in hard.reasons)
