@@ -64,9 +64,12 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         description=(
             "Learn which prompts a weak model handles as well as a strong one from outcome data (a logistic "
             "regression over the prompt text, trained on a seeded split, or cross-validated on small sets) and "
-            "measure the routing it gives: APGR (area under the performance-gap-recovered curve; random = 0.5), "
-            "CPT(50/80/95%) (share of strong calls needed), and the cost cut at 95% of the strong model's "
-            "quality, next to a random router, an oracle and RouteLLM's published figures. Writes nothing."
+            "measure the routing it gives. out_of_sample holds the honest figures: thresholds chosen on training "
+            "folds, quality kept, cost cut and strong-call share measured on held-out prompts, mean and range over "
+            "seeds, text-only and with the category. Also: APGR (area under the performance-gap-recovered "
+            "curve; random = 0.5), CPT(50/80/95%) (share of strong calls needed), and the cost cut at 95% of the "
+            "strong model's quality read off the test curve (optimistic), next to a random router, an oracle "
+            "and RouteLLM's published figures. Writes nothing."
         ),
     )
     async def evaluate_router_tool(
@@ -83,7 +86,13 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
             ge=0, description="Numeric scores: weak is as good when >= strong - tolerance.")] = 0.0,
         skip_bad: Annotated[bool, Field(description="Skip bad rows instead of refusing.")] = False,
         prices: Annotated[list[str] | None, Field(description=PRICES)] = None,
+        seeds: Annotated[int, Field(ge=1, le=50, description="Seeds of the out-of-sample evaluation.")] = 5,
+        target: Annotated[float, Field(gt=0, le=1, description="Share of the strong model's quality the "
+                                                                "thresholds aim at.")] = 0.95,
+        margin: Annotated[float, Field(ge=0, description="Standard errors of margin when freezing a "
+                                                         "threshold.")] = 1.0,
     ) -> RouterEvalResult:
         return await tool("evaluate_router", lambda: evaluate_router_file(
             get_service(), path, fmt=format, strong=strong, weak=weak, seed=seed, train_share=train_share,
-            folds=folds, tolerance=tolerance, skip_bad=skip_bad, prices=prices or ()))
+            folds=folds, tolerance=tolerance, skip_bad=skip_bad, prices=prices or (), seeds=seeds, target=target,
+            margin_z=margin))

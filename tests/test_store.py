@@ -35,6 +35,7 @@ EXPECTED_COLUMNS = {
         "cache_write_tokens", "output_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "cost_usd",
         "cost_pico", "price_snapshot_id", "batch", "status", "quality", "quality_source", "user", "team",
         "project", "source", "rule_id", "rule_version", "request_id", "api_key_id", "cache_hit", "saved_usd",
+        "router_version", "router_score",
     ],
     "usage_daily": [
         "day", "task_type", "model", "provider", "team", "project", "requests", "errors", "unpriced",
@@ -71,6 +72,7 @@ EXPECTED_COLUMNS = {
     "response_cache": ["key", "task_type", "project", "model", "client_format", "body", "usage", "cost_usd",
                        "created_at", "expires_at", "hits"],
     "price_snapshots": ["id", "body"],
+    "learned_routers": ["task_type", "version", "body", "summary", "author", "reason", "created_at"],
     "schema_migrations": ["name", "applied_at"],
 }
 

@@ -841,9 +841,11 @@ async def evaluate_router_file(svc: Any, path: str | Path, *, fmt: Format | None
         examples.append(router_eval.Example(r.text, r.scores[weak], r.scores[strong], costs[0], costs[1],
                                             r.category))
     notes: list[str] = []
-    if len(examples) < 2 * outer_folds * inner_folds:
-        raise InvalidInput(f"{len(examples)} prompts are too few for {outer_folds} outer x {inner_folds} inner "
-                           "folds; lower --outer-folds/--inner-folds or bring more outcomes")
+    honest = len(examples) >= 2 * outer_folds * inner_folds
+    if not honest:
+        notes.append(f"WARNING: {len(examples)} prompts are too few to choose thresholds out of sample with "
+                     f"{outer_folds} outer x {inner_folds} inner folds (needs {2 * outer_folds * inner_folds}): only "
+                     "the curve is shown, and its cost cut is read off the data it is judged on")
     if folds is None and len(examples) < 200:
         folds = 5
         notes.append(f"only {len(examples)} prompts: the curve (APGR, CPT) is scored by 5-fold cross-validation; "
@@ -861,7 +863,7 @@ async def evaluate_router_file(svc: Any, path: str | Path, *, fmt: Format | None
         ev = router_eval.evaluate_router(examples, seed=seed, train_share=train_share, folds=folds, tolerance=tol)
         oos = [router_eval.evaluate_out_of_sample(
             examples, seeds=range(seed, seed + seeds), target=target, tolerance=tol, use_group=g,
-            outer_folds=outer_folds, inner_folds=inner_folds, margin_z=margin_z) for g in variants]
+            outer_folds=outer_folds, inner_folds=inner_folds, margin_z=margin_z) for g in variants] if honest else []
         return ev, oos
 
     try:
@@ -897,7 +899,8 @@ async def evaluate_router_file(svc: Any, path: str | Path, *, fmt: Format | None
         strong_share_at_95_quality=at95.strong_share if at95 else None, cost_cut_at_95_quality=c.cost_cut(at95),
         cost_all_strong_usd=c.points[-1].cost, cost_at_95_quality_usd=at95.cost if at95 else None, points=pts,
         published=published, prices={m: book.price(m) for m in (weak, strong)}, notes=notes, tolerance=tol,
-        target=target, out_of_sample=[_oos_out(o) for o in oos], duplicates=oos[0].duplicates,
+        target=target, out_of_sample=[_oos_out(o) for o in oos],
+        duplicates=len(examples) - len({router_eval.lr.normalised(e.text) for e in examples}),
         prompt_only_costs=bool(silent))
 
 
