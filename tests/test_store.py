@@ -640,3 +640,26 @@ def test_two_processes_write_one_file(tmp_path: Path) -> None:
                 assert migrations[0][0] == len(MIGRATIONS)
 
         asyncio.run(check(db))
+
+
+@pytest.mark.anyio
+async def test_learned_routers_are_versioned_and_the_events_carry_them(store: Any) -> None:
+    """Both backends: router versions count up per task type, read back whole; usage events keep the
+    router version and score a mixed rule recorded."""
+    from mcp_prism.store.routers import add_router_version, get_router, list_routers
+
+    a = await add_router_version(store, "code_review", {"mode": "ok", "threshold": 0.4}, {"cheap": "x"},
+                                 author="ana", reason="first")
+    b = await add_router_version(store, "code_review", {"mode": "gap", "threshold": "inf"}, {"cheap": "y"},
+                                 author="ana", reason="second")
+    c = await add_router_version(store, "general", {"mode": "ok", "threshold": 0.1}, {}, author="bo", reason="r")
+    assert (a.version, b.version, c.version) == (1, 2, 1)
+    got = await get_router(store, "code_review", 2)
+    assert got.body == {"mode": "gap", "threshold": "inf"} and got.summary == {"cheap": "y"}
+    assert [r.version for r in await list_routers(store, "code_review")] == [1, 2]
+    with pytest.raises(InvalidInput, match="no router v3 for task type code_review"):
+        await get_router(store, "code_review", 3)
+    e = event(router_version=2, router_score=0.625)
+    await store.insert_events([e])
+    row = (await store.fetch("SELECT router_version, router_score FROM usage_events WHERE id = ?", (e.id,)))[0]
+    assert (row["router_version"], row["router_score"]) == (2, 0.625)
