@@ -81,6 +81,10 @@ def show_router_eval(r: RouterEvalResult) -> str:
              _table(["features", "seeds", "quality kept", "cost cut", "strong calls", "APGR", "met target"],
                     [[o.features, len(o.seeds), span(o.quality_kept), span(o.cost_cut), span(o.strong_share),
                       span(o.apgr, "{:.3f}"), f"{o.seeds_meeting_target}/{len(o.seeds)}"] for o in r.out_of_sample]),
+             *(f"labelings ({o.features}), inner-CV APGR on training folds: "
+               + ", ".join(f"{m} {v:.3f}" for m, v in o.labeling_cv_apgr.items())
+               + " (ok = weak as good as strong; gap = strong-minus-weak, 3 classes); the higher one is used per "
+               "fold" for o in r.out_of_sample),
              "", f"the curve ({r.method}; threshold-free):",
              _table(["metric", "learned router", "random router", "oracle"],
                     [["APGR", f"{r.apgr:.3f}", f"{r.apgr_random:.3f}", f"{r.apgr_oracle:.3f}"]]), "",

@@ -261,7 +261,8 @@ class PrismService:
         if context_tokens:
             profile = TokenUsage(input_tokens=context_tokens, output_tokens=profile.output_tokens)
         choice = choose_model(active.rule, self.catalog, boost=cx.boost, context_tokens=context_tokens,
-                              profile=profile, router=await self.router_for(active.rule), text=description or "")
+                              profile=profile, text=description or "",
+                              router=await self.router_for(active.rule) if active.rule.router else None)
         model = choice.model
         return RouteResult(
             model=model.name,
@@ -315,8 +316,8 @@ class PrismService:
         profile, _ = await self._profile(task)
         cx = assess_complexity(text, context_tokens)
         choice = choose_model(active.rule, self.catalog, boost=cx.boost, context_tokens=context_tokens,
-                              profile=profile, alternatives=False, router=await self.router_for(active.rule),
-                              text=text)
+                              profile=profile, alternatives=False, text=text,
+                              router=await self.router_for(active.rule) if active.rule.router else None)
         needed = context_tokens + OUTPUT_HEADROOM if context_tokens else 0
         fallbacks = tuple(m for m in (self.catalog.resolve(n) for n in active.rule.fallbacks)
                           if m.name != choice.model.name and m.context_window >= needed

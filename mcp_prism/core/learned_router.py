@@ -85,8 +85,12 @@ def group_index(group: str, bits: int = BITS) -> int:
 
 def vector(counts: dict[int, int], text: str, idf: dict[int, float] | None, group: str | None,
            bits: int = BITS) -> list[tuple[int, float]]:
-    """Sublinear TF-IDF of the grams (L2-normalised), then the dense signals and the group."""
-    tfidf = {k: (1 + math.log(c)) * (idf.get(k, 0.0) if idf is not None else 1.0) for k, c in counts.items()}
+    """Sublinear TF-IDF of the grams (L2-normalised), then the dense signals and the group. Without an idf:
+    raw counts, L2-normalised (the earlier features, kept as the measured baseline)."""
+    if idf is None:
+        tfidf = {k: float(c) for k, c in counts.items()}
+    else:
+        tfidf = {k: (1 + math.log(c)) * idf.get(k, 0.0) for k, c in counts.items()}
     norm = math.sqrt(sum(v * v for v in tfidf.values())) or 1.0
     out = [(k, v / norm) for k, v in tfidf.items() if v]
     out += dense(text).items()
@@ -288,9 +292,11 @@ class LearnedRouter:
     use_group: bool
     calibration: Calibration | None = None
     bits: int = BITS
+    tfidf: bool = True  # False: raw counts (the baseline features)
 
     def hardness(self, text: str, group: str | None = None) -> float:
-        x = vector(grams(text, self.bits), text, self.idf, group if self.use_group else None, self.bits)
+        x = vector(grams(text, self.bits), text, self.idf if self.tfidf else None,
+                   group if self.use_group else None, self.bits)
         return hardness_of(self.weights, x)
 
     def needs_strong(self, text: str, group: str | None = None) -> tuple[bool, float]:
@@ -300,7 +306,7 @@ class LearnedRouter:
     def to_json(self) -> dict[str, Any]:
         c = self.calibration
         return {
-            "format": FORMAT, "bits": self.bits, "mode": self.mode, "tolerance": self.tolerance,
+            "format": FORMAT, "bits": self.bits, "mode": self.mode, "tolerance": self.tolerance, "tfidf": self.tfidf,
             "use_group": self.use_group, "threshold": _finite(self.threshold),
             "idf": {str(k): round(v, 6) for k, v in self.idf.items()},
             "weights": [{str(k): round(v, 6) for k, v in w.items() if v} for w in self.weights],
@@ -318,6 +324,7 @@ class LearnedRouter:
             mode=data["mode"], weights=tuple({int(k): float(v) for k, v in w.items()} for w in data["weights"]),
             idf={int(k): float(v) for k, v in data["idf"].items()}, threshold=_unfinite(data["threshold"]),
             tolerance=float(data["tolerance"]), use_group=bool(data["use_group"]), bits=int(data["bits"]),
+            tfidf=bool(data.get("tfidf", True)),
             calibration=None if c is None else Calibration(c["n"], c["target"], c["strong_share"],
                                                            c["quality_kept"], c["cost_cut"], c["apgr"],
                                                            c.get("margin_z", 0.0)))
@@ -355,7 +362,8 @@ def _fit_mode(xs: Sequence[list[tuple[int, float]]], examples: Sequence[Example]
 
 
 def train(examples: Sequence[Example], *, target: float = 0.95, tolerance: float = 0.0, use_group: bool = False,
-          seed: int = 0, folds: int = 5, modes: Sequence[Mode] = MODES, margin_z: float = 0.0) -> LearnedRouter:
+          seed: int = 0, folds: int = 5, modes: Sequence[Mode] = MODES, margin_z: float = 0.0,
+          tfidf: bool = True) -> LearnedRouter:
     """Fit a router on `examples` (its training data, all of it): pick the labeling by out-of-fold APGR,
     freeze the threshold on the out-of-fold scores, then fit the chosen labeling on everything."""
     n = len(examples)
@@ -371,7 +379,7 @@ def train(examples: Sequence[Example], *, target: float = 0.95, tolerance: float
     for f, held in enumerate(parts):
         held_set = set(held)
         train_idx = [i for i in range(n) if i not in held_set]
-        idf = learn_idf([counts[i] for i in train_idx])
+        idf = learn_idf([counts[i] for i in train_idx]) if tfidf else None
         xs = {i: vector(counts[i], examples[i].text, idf, examples[i].group if use_group else None)
               for i in range(n)}
         for m in modes:
@@ -382,11 +390,12 @@ def train(examples: Sequence[Example], *, target: float = 0.95, tolerance: float
     mode = max(modes, key=lambda m: (scores[m] if scores[m] is not None else -1.0, m == "ok"))
     threshold = calibrate(examples, oof[mode], target, margin_z)
     done = route_outcomes(examples, oof[mode], threshold)
-    idf = learn_idf(counts)
-    xs_all = [vector(c, e.text, idf, e.group if use_group else None) for c, e in zip(counts, examples, strict=True)]
+    idf = learn_idf(counts) if tfidf else {}
+    xs_all = [vector(c, e.text, idf if tfidf else None, e.group if use_group else None)
+              for c, e in zip(counts, examples, strict=True)]
     ws = _fit_mode(xs_all, examples, mode, tolerance, seed)
     return LearnedRouter(mode=mode, weights=tuple(ws), idf=idf, threshold=threshold, tolerance=tolerance,
-                         use_group=use_group, calibration=Calibration(
+                         use_group=use_group, tfidf=tfidf, calibration=Calibration(
                              n=n, target=target, strong_share=done.strong_share, quality_kept=done.quality_kept,
                              cost_cut=done.cost_cut, apgr=dict(scores), margin_z=margin_z))
 

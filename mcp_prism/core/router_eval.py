@@ -245,6 +245,7 @@ class SeedResult:
     strong_share: float
     apgr: float | None  # of the held-out hardness scores (threshold-free)
     modes: dict[str, int]  # labeling chosen per outer fold
+    cv_apgr: dict[str, float]  # per labeling: inner cross-validation APGR, mean over the outer folds
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +272,8 @@ class OutOfSample:
 
 def evaluate_out_of_sample(examples: Sequence[Example], *, seeds: Sequence[int] = (0, 1, 2, 3, 4),
                            target: float = 0.95, tolerance: float = 0.0, use_group: bool = False,
-                           outer_folds: int = 5, inner_folds: int = 5, margin_z: float = 0.0) -> OutOfSample:
+                           outer_folds: int = 5, inner_folds: int = 5, margin_z: float = 0.0,
+                           modes: Sequence[lr.Mode] = lr.MODES, tfidf: bool = True) -> OutOfSample:
     """Cross-fitting per seed: split the prompts into `outer_folds` (duplicates kept together); for each,
     train a router on the rest — its labeling and threshold picked by `inner_folds` cross-validation on that
     rest only — and route the held-out fold with the frozen threshold. The figures are what the routing did
@@ -283,18 +285,23 @@ def evaluate_out_of_sample(examples: Sequence[Example], *, seeds: Sequence[int] 
     for seed in seeds:
         hardness = [0.0] * n
         strong = [False] * n
-        modes: dict[str, int] = {}
+        chosen: dict[str, int] = {}
+        cv: dict[str, list[float]] = {}
         for f, held in enumerate(lr._folds(n, outer_folds, seed, keys)):
             held_set = set(held)
             router = lr.train([examples[i] for i in range(n) if i not in held_set], target=target,
                               tolerance=tolerance, use_group=use_group, seed=seed * 100 + f, folds=inner_folds,
-                              margin_z=margin_z)
-            modes[router.mode] = modes.get(router.mode, 0) + 1
+                              margin_z=margin_z, modes=modes, tfidf=tfidf)
+            chosen[router.mode] = chosen.get(router.mode, 0) + 1
+            for m, v in (router.calibration.apgr if router.calibration else {}).items():
+                if v is not None:
+                    cv.setdefault(m, []).append(v)
             for i in held:
                 strong[i], hardness[i] = router.needs_strong(examples[i].text, examples[i].group)
         # Route by the per-fold decisions: a threshold of 0.5 on 0/1 reproduces them exactly.
         done = lr.route_outcomes(examples, [float(s) for s in strong], 0.5)
         out.append(SeedResult(seed=seed, quality_kept=done.quality_kept, cost_cut=done.cost_cut,
-                              strong_share=done.strong_share, apgr=lr.apgr(examples, hardness), modes=modes))
+                              strong_share=done.strong_share, apgr=lr.apgr(examples, hardness), modes=chosen,
+                              cv_apgr={m: sum(v) / len(v) for m, v in cv.items()}))
     return OutOfSample(target=target, tolerance=tolerance, use_group=use_group, margin_z=margin_z,
                        outer_folds=outer_folds, inner_folds=inner_folds, n=n, duplicates=duplicates, seeds=tuple(out))

@@ -137,6 +137,8 @@ class SeedOut(BaseModel):
     apgr: float | None
     labelings: dict[str, int] = Field(description="labeling chosen by inner cross-validation, per outer fold: "
                                                   "ok = weak as good as strong, gap = strong-minus-weak, 3 classes")
+    labeling_cv_apgr: dict[str, float] = Field(description="per labeling: inner cross-validation APGR on the "
+                                                           "training folds (how the labeling was chosen)")
 
 
 class Range(BaseModel):
@@ -154,6 +156,7 @@ class OutOfSampleOut(BaseModel):
     strong_share: Range | None
     apgr: Range | None
     seeds_meeting_target: int
+    labeling_cv_apgr: dict[str, float] = Field(description="per labeling: inner-CV APGR, mean over seeds and folds")
 
 
 class RouterEvalResult(BaseModel):
@@ -915,6 +918,9 @@ def _oos_out(o: router_eval.OutOfSample) -> OutOfSampleOut:
                 f"on the other folds, its labeling and threshold chosen by {o.inner_folds}-fold cross-validation "
                 "on those folds only"),
         seeds=[SeedOut(seed=s.seed, quality_kept=s.quality_kept, cost_cut=s.cost_cut, strong_share=s.strong_share,
-                       apgr=s.apgr, labelings=s.modes) for s in o.seeds],
+                       apgr=s.apgr, labelings=s.modes, labeling_cv_apgr=s.cv_apgr) for s in o.seeds],
         quality_kept=rng("quality_kept"), cost_cut=rng("cost_cut"), strong_share=rng("strong_share"),
-        apgr=rng("apgr"), seeds_meeting_target=o.met_target)
+        apgr=rng("apgr"), seeds_meeting_target=o.met_target,
+        labeling_cv_apgr={m: sum(s.cv_apgr[m] for s in o.seeds if m in s.cv_apgr)
+                          / max(1, sum(1 for s in o.seeds if m in s.cv_apgr))
+                          for m in sorted({m for s in o.seeds for m in s.cv_apgr})})
