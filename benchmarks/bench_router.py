@@ -3,6 +3,7 @@
     python benchmarks/bench_router.py                 # everything (several minutes: GSM8K trains ~550 routers)
     python benchmarks/bench_router.py --only mtbench  # MT-Bench figures and the team-level target only
     python benchmarks/bench_router.py --only latency  # route_task p50/p99 with and without a mixed rule
+    python benchmarks/bench_router.py --only ablation # raw counts vs TF-IDF, each labeling alone vs picked by CV
 
 1. Per-request routers with thresholds chosen out of sample (router-eval's code path): per seed, 5-fold
    cross-fitting; each held-out fold is routed by a router whose labeling and threshold were chosen by 5-fold
@@ -36,7 +37,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import shared_data  # noqa: E402
 
 from mcp_prism.config import Settings  # noqa: E402
+from mcp_prism.core import learned_router as lr  # noqa: E402
+from mcp_prism.core import router_eval  # noqa: E402
 from mcp_prism.core.rules import RoutingRule  # noqa: E402
+from mcp_prism.loop import importers as imp  # noqa: E402
 from mcp_prism.loop import team_target  # noqa: E402
 from mcp_prism.loop.importers import evaluate_router_file, import_outcomes  # noqa: E402
 from mcp_prism.loop.routers import RouterService  # noqa: E402
@@ -86,6 +90,38 @@ async def per_request(svc: PrismService, path: Path, name: str) -> None:
           f"all-strong); 95% quality needs {need:.2f} of the quality gap recovered (PGR); the learned router's "
           f"held-out curve ({r.method}) recovers {_pgr_at(pts, s_max):.2f} there; APGR {r.apgr:.3f}, oracle "
           f"{r.apgr_oracle:.3f}, random {r.apgr_random:.3f}")
+
+
+def _examples(svc: PrismService, path: Path) -> list[router_eval.Example]:
+    """The prompts and outcomes router-eval reads (MT-Bench: turn 1's text, both turns' mean score)."""
+    book = imp.PriceBook({}, svc.catalog)
+    _, sources = imp.open_sources(path, None, None)
+    rows, sc = imp.load_rows(sources, False)
+    strong, _ = imp._choose_strong(sc, None)
+    [weak] = [m for m in sc.counts if m != strong]
+
+    def cost(r: imp.Row, m: str) -> object:
+        return book.cost(m, imp._tokens(r.input_chars[m]), imp._tokens(len(r.responses.get(m) or "")))
+
+    return [router_eval.Example(r.text, r.scores[weak], r.scores[strong], cost(r, weak), cost(r, strong),  # type: ignore[arg-type]
+                                r.category) for _, r in rows]
+
+
+def ablation(svc: PrismService, path: Path, name: str) -> None:
+    """Features and labelings measured the same honest way (text-only, margin 1 SE, 5 seeds)."""
+    examples = _examples(svc, path)
+    print(f"\n## {name}: features and labelings, thresholds out of sample (text-only, margin 1 SE, {SEEDS} seeds)")
+    for label, tfidf, modes in (("raw counts, both labelings (CV picks)", False, lr.MODES),
+                                ("TF-IDF, ok only (weak as good as strong)", True, ("ok",)),
+                                ("TF-IDF, gap only (strong-minus-weak, 3 classes)", True, ("gap",)),
+                                ("TF-IDF, both labelings (CV picks)", True, lr.MODES)):
+        o = router_eval.evaluate_out_of_sample(examples, seeds=range(SEEDS), margin_z=1.0, modes=modes, tfidf=tfidf)
+        print(f"  {label:<48} APGR {_fmt(o.stat('apgr'), '{:.3f}')}  quality kept {_fmt(o.stat('quality_kept'))}  "
+              f"cost cut {_fmt(o.stat('cost_cut'))}  met 95%: {o.met_target}/{SEEDS}")
+
+
+def _fmt(st: tuple[float, float, float] | None, fmt: str = "{:.1%}") -> str:
+    return "-" if st is None else f"{fmt.format(st[0])} ({fmt.format(st[1])} .. {fmt.format(st[2])})"
 
 
 async def team_level(svc: PrismService) -> None:
@@ -162,6 +198,9 @@ async def main(only: str | None) -> None:
                 await team_level(svc)
             if only in (None, "gsm8k"):
                 await per_request(svc, DATA / "gsm8k_responses.csv", "gsm8k")
+            if only in (None, "ablation"):
+                ablation(svc, DATA, "mt-bench")
+                ablation(svc, DATA / "gsm8k_responses.csv", "gsm8k")
         finally:
             await svc.close()
     if only in (None, "latency"):
@@ -171,5 +210,5 @@ async def main(only: str | None) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["mtbench", "gsm8k", "latency"])
+    ap.add_argument("--only", choices=["mtbench", "gsm8k", "latency", "ablation"])
     asyncio.run(main(ap.parse_args().only))

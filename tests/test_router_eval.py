@@ -182,3 +182,42 @@ def test_prompt_only_costs_are_flagged(tmp_path: Path, capsys: pytest.CaptureFix
                   "--inner-folds", "2", "--price", "weak=0.1,0.1", "--price", "strong=10,30")
     assert r["prompt_only_costs"] and any(n.startswith("WARNING: no answers") for n in r["notes"])
     assert r["duplicates"] == 20
+
+
+# ---------------------------------------------------------------- thresholds chosen out of sample
+def test_calibrate_picks_the_fewest_strong_calls_that_reach_the_target() -> None:
+    from mcp_prism.core.learned_router import calibrate, route_outcomes
+
+    ex = toy()  # q_strong 0.75; weak alone 0.5; only A gains
+    hard = [0.9, 0.1, 0.5, 0.2]  # A hardest
+    t = calibrate(ex, hard, 0.95)
+    assert 0.5 < t <= 0.9  # A alone goes strong: 0.75 >= 0.7125
+    done = route_outcomes(ex, hard, t)
+    assert done.strong_calls == 1 and done.quality_kept == 1.0 and done.cost_cut == pytest.approx(1 - 13 / 40)
+    assert calibrate(ex, hard, 0.6) == float("inf")  # the weak model alone reaches 60%
+    # A margin of standard errors demands more than the point estimate: 4 prompts cannot certify 95% with
+    # 4 standard errors of margin, so everything goes strong.
+    assert calibrate(ex, hard, 0.95, z=4.0) == float("-inf")
+
+
+def test_out_of_sample_evaluation_is_deterministic_and_honest() -> None:
+    from mcp_prism.core.router_eval import evaluate_out_of_sample
+
+    examples = _synthetic(300, seed=2)
+    a = evaluate_out_of_sample(examples, seeds=(0, 1), outer_folds=3, inner_folds=3)
+    b = evaluate_out_of_sample(examples, seeds=(0, 1), outer_folds=3, inner_folds=3)
+    assert a == b and len(a.seeds) == 2 and a.duplicates == 0
+    for s in a.seeds:  # learnable: the integrals go strong, everything else stays weak
+        assert s.quality_kept >= 0.95 and 0.15 < s.strong_share < 0.4 and s.cost_cut > 0.5
+        assert sum(s.modes.values()) == 3 and set(s.cv_apgr) == {"ok", "gap"}
+    mean, lo, hi = a.stat("cost_cut")  # type: ignore[misc]
+    assert lo <= mean <= hi and a.met_target == 2
+
+
+def test_duplicates_stay_on_one_side() -> None:
+    from mcp_prism.core.learned_router import _folds, normalised
+
+    texts = ["Same  prompt", "same prompt", "other", "third", "fourth", "fifth"]
+    folds = _folds(len(texts), 3, seed=1, keys=[normalised(t) for t in texts])
+    assert sorted(i for f in folds for i in f) == list(range(6))
+    assert any({0, 1} <= set(f) for f in folds)
