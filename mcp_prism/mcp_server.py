@@ -60,7 +60,7 @@ TierName = Literal["simple", "standard", "complex"]
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 # Each holds `register_tools(mcp, get_service, tool)`: the tools of one area of the optimisation loop.
 LOOP_TOOL_MODULES = ("mcp_prism.mcp_experiments", "mcp_prism.mcp_evaluate", "mcp_prism.mcp_analysis",
-                     "mcp_prism.mcp_data", "mcp_prism.mcp_team")
+                     "mcp_prism.mcp_data", "mcp_prism.mcp_team", "mcp_prism.mcp_routers")
 MCP_PATH = "/mcp"
 
 INSTRUCTIONS = """\

@@ -159,3 +159,26 @@ def test_the_decision_is_the_core_s() -> None:
     assert blind.model.name == STRONG and "unavailable" in blind.reasons[-1]
     again = lr.LearnedRouter.from_json(json.loads(json.dumps(router.to_json())))
     assert again.hardness(HARD[2]) == pytest.approx(router.hardness(HARD[2]), abs=1e-5)
+
+
+@pytest.mark.anyio
+async def test_mcp_tools_train_promote_and_route(tmp_path: Path) -> None:
+    from mcp import Client
+
+    from mcp_prism.mcp_server import build_server
+
+    data = tmp_path / "tickets.jsonl"
+    _outcomes(data)
+    server = build_server(Settings.from_env({}, home=tmp_path / "h"))
+    async with Client(server) as c:
+        r = await c.call_tool("import_outcomes", {"path": str(data), "task_type": TASK})
+        assert not r.is_error
+        r = await c.call_tool("promote_router", {"task_type": TASK, "version": 1, "author": "a", "reason": "r"})
+        assert r.is_error and "no router v1" in r.content[0].text
+        r = await c.call_tool("train_router", {"task_type": TASK, "author": "a", "reason": "r"})
+        assert not r.is_error and r.structured_content["version"] == 1
+        r = await c.call_tool("promote_router", {"task_type": TASK, "version": 1, "author": "a", "reason": "r"})
+        assert not r.is_error and r.structured_content["auto_rollback"]
+        r = await c.call_tool("route_task", {"description": HARD[3], "task_type": TASK})
+        out = r.structured_content
+        assert out["model"] == STRONG and out["router_version"] == 1 and out["router_score"] is not None
