@@ -198,8 +198,9 @@ async def main(only: str | None) -> None:
                 await team_level(svc)
             if only in (None, "gsm8k"):
                 await per_request(svc, DATA / "gsm8k_responses.csv", "gsm8k")
-            if only in (None, "ablation"):
+            if only in (None, "ablation", "ablation-mtbench"):
                 ablation(svc, DATA, "mt-bench")
+            if only in (None, "ablation", "ablation-gsm8k"):
                 ablation(svc, DATA / "gsm8k_responses.csv", "gsm8k")
         finally:
             await svc.close()
@@ -210,5 +211,6 @@ async def main(only: str | None) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["mtbench", "gsm8k", "latency", "ablation"])
+    ap.add_argument("--only", choices=["mtbench", "gsm8k", "latency", "ablation", "ablation-mtbench",
+                                       "ablation-gsm8k"])
     asyncio.run(main(ap.parse_args().only))

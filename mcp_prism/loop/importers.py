@@ -621,7 +621,8 @@ async def import_outcomes(svc: Any, path: str | Path, *, fmt: Format | None = No
     named = {m for e in experiments for m in [e.baseline, *e.candidates]}
     silent = sorted(named - await _answered(svc.store, experiments))
     if silent:
-        notes.append(f"no answers for {', '.join(silent)}: output tokens unknown, their costs count the prompt only")
+        notes.append(f"WARNING: no answers for {', '.join(silent)}: output tokens unknown, their costs count the "
+                     "prompt only")
     notes.append(f"tokens estimated at {CHARS_PER_TOKEN} characters a token from prompts and answers; "
                  "costs at list prices (sources in `prices`)")
     summaries = await summarise(svc.store, [e.experiment_id for e in experiments], threshold)
