@@ -205,10 +205,10 @@ class PrismService:
             try:
                 row = await get_router(self.store, *key)
                 self._routers[key] = LearnedRouter.from_json(row.body)
-            except (InvalidInput, ValueError, KeyError) as e:
+            except (InvalidInput, ValueError, KeyError) as e:  # missing or unreadable: permanent, so cached
                 log.warning("router %s v%s cannot be loaded (%s): its mixed rule sends requests to the strong "
                             "model", key[0], key[1], e)
-                return None  # not cached: a router stored a moment later is picked up
+                self._routers[key] = None
         return self._routers[key]
 
     async def _profiles_by_type(self) -> dict[str, Totals]:
