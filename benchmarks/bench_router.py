@@ -73,7 +73,8 @@ async def per_request(svc: PrismService, path: Path, name: str) -> None:
         print(f"\n## {name}: thresholds chosen out of sample, margin {margin:g} SE ({time.perf_counter() - t0:.0f} s)")
         print(f"n={r.n}, duplicates={r.duplicates}, prompt-only costs={r.prompt_only_costs}, "
               f"tolerance={r.tolerance:g}, "
-              f"mean quality weak {r.q_weak:.3f} / strong {r.q_strong:.3f} ({r.q_weak / r.q_strong:.1%})")
+              f"mean quality on the curve's test part: weak {r.q_weak:.3f} / strong {r.q_strong:.3f} "
+              f"({r.q_weak / r.q_strong:.1%})")
         for o in r.out_of_sample:
             print(f"  {o.features:<14} quality kept {_span(o.quality_kept)}  cost cut {_span(o.cost_cut)}  "
                   f"strong calls {_span(o.strong_share)}  APGR {_span(o.apgr, '{:.3f}')}  "
