@@ -45,7 +45,8 @@ Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
 # (result, markdown text): the commands of one area of the optimisation loop, and install/uninstall.
 LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_evaluate", "mcp_prism.cli_analysis",
                     "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.install_sync", "mcp_prism.cli_team",
-                    "mcp_prism.cli_batch", "mcp_prism.cli_history", "mcp_prism.cli_config", "mcp_prism.cli_events")
+                    "mcp_prism.cli_batch", "mcp_prism.cli_history", "mcp_prism.cli_config", "mcp_prism.cli_events",
+                    "mcp_prism.cli_router")
 
 
 # ==================================================================== output helpers

@@ -1,11 +1,14 @@
-"""CLI commands of the optimisation loop's analysis end: `analyze`, `monitor check|list`, `alerts`, `review-due`."""
+"""CLI commands of the optimisation loop's analysis end: `analyze` (with a team-level target), `team-promote`,
+`monitor check|list`, `alerts`, `review-due`."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
+from mcp_prism.loop import team_target
 from mcp_prism.loop.analysis import AnalysisService
 from mcp_prism.loop.monitoring import MonitorService
 from mcp_prism.service import PrismService
@@ -24,8 +27,25 @@ def _aligned(text: str) -> str:
 
 
 async def cmd_analyze(svc: PrismService, a: argparse.Namespace) -> Any:
-    r = await AnalysisService(svc, _config(svc, a)).analyze(days=a.days)
+    r = await AnalysisService(svc, _config(svc, a)).analyze(days=a.days, quality_target=a.quality_target,
+                                                            budget=a.budget, seed=a.seed)
     return r, _aligned(r.markdown)
+
+
+async def cmd_team_promote(svc: PrismService, a: argparse.Namespace) -> Any:
+    r = await team_target.apply(svc, quality_target=a.quality_target, budget=a.budget, seed=a.seed,
+                                author=a.author, reason=a.reason, monitor_days=a.monitor_days,
+                                auto_rollback=a.auto_rollback)
+    return r, _aligned(r.markdown)
+
+
+def _target_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quality-target", type=float, default=None, metavar="SHARE",
+                   help="team-level target: keep this share (like 0.95) of the strong models' quality overall at "
+                        "the lowest cost; chosen on half the outcome data, certified on the other half")
+    p.add_argument("--budget", type=Decimal, default=None, metavar="USD",
+                   help="the dual: the best quality spending at most this (USD over the outcome items)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the half split (default 0)")
 
 
 async def cmd_monitor_check(svc: PrismService, a: argparse.Namespace) -> Any:
@@ -74,7 +94,17 @@ def register_commands(add: Callable[..., Any], sub: Any) -> None:
     p = add("analyze", "the task-model matrix: where each task type runs, where it should, the evidence, "
                        "and the monthly saving")
     p.add_argument("--days", type=_days, default=30, help="the last N days of usage (default 30)")
+    _target_options(p)
     p.set_defaults(handler=cmd_analyze)
+
+    p = add("team-promote", "apply a team-level target: promote the task types it sends to cheaper models as rule "
+                            "versions, each watched by a monitor")
+    _target_options(p)
+    p.add_argument("--author", required=True)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--monitor-days", type=int, default=14)
+    p.add_argument("--auto-rollback", action="store_true", help="roll a type back on a regression")
+    p.set_defaults(handler=cmd_team_promote)
 
     monitor = add("monitor", "watch promoted rule versions for quality regressions")
     msub = monitor.add_subparsers(dest="monitor_command", metavar="ACTION", required=True)

@@ -4,6 +4,7 @@ acknowledge_alert, review_due."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any
 
 from mcp.types import ToolAnnotations
@@ -50,8 +51,15 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
     )
     async def analyze(
         days: Annotated[int, Field(ge=1, le=3660, description="Days of usage to read.")] = 30,
+        quality_target: Annotated[float | None, Field(gt=0, le=1, description=(
+            "Team-level target: keep this share (e.g. 0.95) of the strong models' quality overall at the lowest "
+            "cost; returns team_plan (types to move, chosen on half the outcome data, certified on the other)."))
+        ] = None,
+        budget: Annotated[Decimal | None, Field(ge=0, description=(
+            "Dual of quality_target: best quality spending at most this many USD over the outcome items."))] = None,
     ) -> AnalysisResult:
-        return await tool("analyze", lambda: analysis().analyze(days=days))
+        return await tool("analyze", lambda: analysis().analyze(days=days, quality_target=quality_target,
+                                                                budget=budget))
 
     @mcp.tool(
         title="Check monitored rule versions",

@@ -58,9 +58,10 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
         annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
                                     open_world_hint=False),
         description=(
-            "Train a per-prompt router (logistic regression on prompt text; seeded split, or k-fold on small "
-            "sets) on outcome data and measure it: APGR (random = 0.5), CPT(50/80/95%) (share of strong calls "
-            "needed), cost cut at 95% of strong quality, vs random, oracle and RouteLLM's figures. Writes nothing."
+            "Learn from outcome data which prompts a weak model handles as well as a strong one, and measure it. "
+            "out_of_sample holds the honest figures (thresholds chosen on training folds; quality kept, cost cut "
+            "and strong-call share on held-out prompts, mean and range over seeds, text-only and with category). "
+            "Also APGR (random = 0.5), CPT(50/80/95%), and the optimistic curve-read cut. Writes nothing."
         ),
     )
     async def evaluate_router_tool(
@@ -76,7 +77,13 @@ def register_tools(mcp: Any, get_service: Callable[[], Any], tool: Callable[...,
             ge=0, description="Numeric scores: weak is as good if >= strong - tolerance.")] = 0.0,
         skip_bad: Annotated[bool, Field(description="Skip bad rows instead of refusing.")] = False,
         prices: Annotated[list[str] | None, Field(description=PRICES)] = None,
+        seeds: Annotated[int, Field(ge=1, le=50, description="Seeds of the out-of-sample evaluation.")] = 5,
+        target: Annotated[float, Field(gt=0, le=1, description="Share of the strong model's quality the "
+                                                                "thresholds aim at.")] = 0.95,
+        margin: Annotated[float, Field(ge=0, description="Standard errors of margin when freezing a "
+                                                         "threshold.")] = 1.0,
     ) -> RouterEvalResult:
         return await tool("evaluate_router", lambda: evaluate_router_file(
             get_service(), path, fmt=format, strong=strong, weak=weak, seed=seed, train_share=train_share,
-            folds=folds, tolerance=tolerance, skip_bad=skip_bad, prices=prices or ()))
+            folds=folds, tolerance=tolerance, skip_bad=skip_bad, prices=prices or (), seeds=seeds, target=target,
+            margin_z=margin))

@@ -64,7 +64,7 @@ TierName = Literal["simple", "standard", "complex"]
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 # Each holds `register_tools(mcp, get_service, tool)`: the tools of one area of the optimisation loop.
 LOOP_TOOL_MODULES = ("mcp_prism.mcp_experiments", "mcp_prism.mcp_evaluate", "mcp_prism.mcp_analysis",
-                     "mcp_prism.mcp_data", "mcp_prism.mcp_team")
+                     "mcp_prism.mcp_data", "mcp_prism.mcp_team", "mcp_prism.mcp_routers")
 MCP_PATH = "/mcp"
 
 INSTRUCTIONS = """\
@@ -226,9 +226,9 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
         title="Route a task to a model",
         annotations=READ_ONLY,
         description=(
-            "Pick the model for an AI task before calling one: give a one-line description or a task_type. "
-            "Returns model, provider, tier, reasons, estimated cost, alternatives, and rule_id/rule_version "
-            "for record_usage. Makes no model call: use it for every task."
+            "Pick the model for an AI task before calling one, from a one-line description or a task_type. "
+            "Returns model, provider, tier, reasons, estimated cost, alternatives, and the ids for record_usage. "
+            "Makes no model call."
         ),
     )
     async def route_task(
@@ -391,10 +391,12 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
         project: Annotated[str | None, Field(description="Project, for reports.")] = None,
         rule_id: Annotated[str | None, Field(description="From route_task.")] = None,
         rule_version: Annotated[int | None, Field(ge=0, description="From route_task.")] = None,
+        router_version: Annotated[int | None, Field(ge=1, description="From route_task.")] = None,
+        router_score: Annotated[float | None, Field(description="From route_task.")] = None,
         request_id: Annotated[str | None, Field(description="Your unique id; a repeat is stored once.")] = None,
         timestamp: Annotated[str | None, Field(description="ISO 8601 time; default now.")] = None,
-        prompt: Annotated[str | None, Field(description="Kept only if the task type captures samples.")] = None,
-        response: Annotated[str | None, Field(description="Kept only if the task type captures samples.")] = None,
+        prompt: Annotated[str | None, Field(description="Stored only if capture is on.")] = None,
+        response: Annotated[str | None, Field(description="Stored only if capture is on.")] = None,
     ) -> RecordResult:
         usage = UsageInput(
             model=model, task_type=task_type, description=description, provider=provider,
@@ -404,6 +406,7 @@ def _create_server(settings: Settings, *, auth: AuthSettings | None = None,
             batch=batch, quality=quality, quality_source=quality_source, user=user, team=team,
             project=project, source="mcp", rule_id=rule_id, rule_version=rule_version,
             request_id=request_id, timestamp=timestamp, prompt=prompt, response=response,
+            router_version=router_version, router_score=router_score,
         )
         return await _tool("record_usage", lambda: shared.get().record_usage(usage))
 

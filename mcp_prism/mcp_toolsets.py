@@ -25,7 +25,7 @@ TOOLSETS: dict[str, tuple[str, ...]] = {
     "loop": ("start_experiment", "run_experiment", "experiment_report", "promote_candidate", "list_experiments",
              "evaluate_automated", "evaluate_with_judge", "next_rating", "submit_rating",
              "analyze", "check_monitors", "list_alerts", "acknowledge_alert", "review_due"),
-    "data": ("import_outcomes", "evaluate_router"),
+    "data": ("import_outcomes", "evaluate_router", "train_router", "promote_router"),
     "team": ("set_budget", "budget_status"),
 }
 DEFAULT: tuple[str, ...] = (CORE,)

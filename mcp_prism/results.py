@@ -56,6 +56,9 @@ class RouteResult(BaseModel):
     alternatives: list[Alternative]
     rule_id: str
     rule_version: int = Field(description="0 = the shipped default rule")
+    router_version: int | None = Field(default=None, description="a mixed rule's learned router version "
+                                                                 "(pass it back to record_usage)")
+    router_score: float | None = Field(default=None, description="the router's hardness score of this request")
 
 
 class Candidate(BaseModel):

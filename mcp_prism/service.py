@@ -20,6 +20,7 @@ from mcp_prism import render
 from mcp_prism.config import Settings, shipped_classifier_model
 from mcp_prism.core.catalog import Catalog, ModelSpec
 from mcp_prism.core.classify import Classifier, assess_complexity
+from mcp_prism.core.learned_router import LearnedRouter
 from mcp_prism.core.pricing import TokenUsage, from_picodollars
 from mcp_prism.core.report import Totals, monthly, pct, repriced
 from mcp_prism.core.routing import DEFAULT_PROFILES, FALLBACK_PROFILE, OUTPUT_HEADROOM, choose_model, default_rule_for
@@ -58,6 +59,7 @@ from mcp_prism.results import (
     VoidResult,
 )
 from mcp_prism.store import open_store, voiding
+from mcp_prism.store.routers import get_router
 from mcp_prism.store.sqlite import GROUP_COLUMNS, RuleRow, Store
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ class RouteDecision:
     rule_version: int | None
     reason: str
     fallbacks: tuple[ModelSpec, ...] = ()  # the rule's fallbacks that fit the request, in order
+    router_version: int | None = None  # a mixed rule's learned router and its hardness score of the request
+    router_score: float | None = None
 
 
 @dataclass(slots=True)
@@ -119,6 +123,8 @@ class UsageInput:
     timestamp: str | None = None
     prompt: str | None = None
     response: str | None = None
+    router_version: int | None = None
+    router_score: float | None = None
 
 
 def _day(d: date) -> str:
@@ -150,6 +156,7 @@ class PrismService:
         self._rules_at = float("-inf")
         self._profiles: dict[str, Totals] = {}
         self._profiles_at = float("-inf")
+        self._routers: dict[tuple[str, int], LearnedRouter | None] = {}  # immutable once stored
         self._providers: ProviderClient | None = None
         self._warned_unpriced: set[str] = set()
         self.settings: Settings | None = None  # set by `open`; the loop reads its config sections from it
@@ -213,6 +220,22 @@ class PrismService:
                                 row.version, e)
             self._rules, self._rules_at = active, now
         return self._rules
+
+    async def router_for(self, rule: RoutingRule) -> LearnedRouter | None:
+        """The learned router version a mixed rule names, loaded once (a stored version never changes).
+        None when it cannot be loaded: the rule then sends requests to its strong model."""
+        if rule.router is None:
+            return None
+        key = (rule.task_type, rule.router[0])
+        if key not in self._routers:
+            try:
+                row = await get_router(self.store, *key)
+                self._routers[key] = LearnedRouter.from_json(row.body)
+            except (InvalidInput, ValueError, KeyError) as e:  # missing or unreadable: permanent, so cached
+                log.warning("router %s v%s cannot be loaded (%s): its mixed rule sends requests to the strong "
+                            "model", key[0], key[1], e)
+                self._routers[key] = None
+        return self._routers[key]
 
     async def _profiles_by_type(self) -> dict[str, Totals]:
         now = time.monotonic()
@@ -282,7 +305,8 @@ class PrismService:
         if context_tokens:
             profile = TokenUsage(input_tokens=context_tokens, output_tokens=profile.output_tokens)
         choice = choose_model(active.rule, self.catalog, boost=cx.boost, context_tokens=context_tokens,
-                              profile=profile)
+                              profile=profile, text=description or "",
+                              router=await self.router_for(active.rule) if active.rule.router else None)
         model = choice.model
         return RouteResult(
             model=model.name,
@@ -304,6 +328,8 @@ class PrismService:
                           for a in choice.alternatives],
             rule_id=task_type,
             rule_version=active.version,
+            router_version=choice.router_version,
+            router_score=None if choice.router_score is None else round(choice.router_score, 6),
         )
 
     async def route_request(self, requested: str, text: str, *, task_hint: str | None = None,
@@ -336,12 +362,14 @@ class PrismService:
         profile, _ = await self._profile(task)
         cx = assess_complexity(text, context_tokens)
         choice = choose_model(active.rule, self.catalog, boost=cx.boost, context_tokens=context_tokens,
-                              profile=profile, alternatives=False)
+                              profile=profile, alternatives=False, text=text,
+                              router=await self.router_for(active.rule) if active.rule.router else None)
         needed = context_tokens + OUTPUT_HEADROOM if context_tokens else 0
         fallbacks = tuple(m for m in (self.catalog.resolve(n) for n in active.rule.fallbacks)
                           if m.name != choice.model.name and m.context_window >= needed
                           and active.rule.required_capabilities <= m.capabilities)
-        return RouteDecision(choice.model, task, task, active.version, f"{reason}; {choice.reasons[-1]}", fallbacks)
+        return RouteDecision(choice.model, task, task, active.version, f"{reason}; {choice.reasons[-1]}", fallbacks,
+                             choice.router_version, choice.router_score)
 
     # ---------------------------------------------------------------- compare_models
     async def compare_models(self, task_type: str | None = None, models: Sequence[str] | None = None, *,
@@ -556,6 +584,8 @@ class PrismService:
         for name, value in (("author", author), ("reason", reason), ("evidence", evidence)):
             require_text(name, value)
         parsed = parse_rule(rule, self.catalog, self.task_types)
+        if parsed.router is not None:  # a mixed rule must name a stored router version
+            await get_router(self.store, parsed.task_type, parsed.router[0])
         return await self._change(parsed, author=author.strip(), reason=reason.strip(), evidence=evidence,
                                   dry_run=dry_run, action="update", details={})
 
@@ -698,6 +728,7 @@ class PrismService:
             user=u.user, team=u.team, project=u.project, source=u.source, rule_id=u.rule_id,
             rule_version=u.rule_version, request_id=u.request_id or None,
             prompt=u.prompt if capture else None, response=u.response if capture else None,
+            router_version=u.router_version, router_score=u.router_score,
         )
 
     async def record_usage(self, u: UsageInput) -> RecordResult:

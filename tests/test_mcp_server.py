@@ -40,7 +40,7 @@ TOOLS = {
     "start_experiment", "run_experiment", "experiment_report", "promote_candidate", "list_experiments",
     "evaluate_automated", "evaluate_with_judge", "next_rating", "submit_rating",
     "analyze", "check_monitors", "list_alerts", "acknowledge_alert", "review_due",
-    "import_outcomes", "evaluate_router", "set_budget", "budget_status",
+    "import_outcomes", "evaluate_router", "set_budget", "budget_status", "train_router", "promote_router",
 }
 READ_ONLY = {"route_task", "compare_models", "cost_report", "routing_rule_history", "list_models",
              "experiment_report", "list_experiments", "next_rating", "analyze", "list_alerts", "evaluate_router",

@@ -36,6 +36,7 @@ EXPECTED_COLUMNS = {
         "cost_pico", "price_snapshot_id", "batch", "status", "quality", "quality_source", "user", "team",
         "project", "source", "rule_id", "rule_version", "request_id", "api_key_id", "cache_hit", "saved_usd",
         "cache_write_1h_tokens", "machine", "session_id", "agent", "sidechain", "agent_cost_usd",
+        "router_version", "router_score",
     ],
     "usage_daily": [
         "day", "task_type", "model", "provider", "team", "project", "requests", "errors", "unpriced",
@@ -76,6 +77,7 @@ EXPECTED_COLUMNS = {
     "voided_events": ["id", "voided_at", "actor", "reason", "event"],
     "price_snapshots": ["id", "body"],
     "import_files": ["machine", "path", "agent", "size", "mtime_ns", "read_to", "head", "updated_at"],
+    "learned_routers": ["task_type", "version", "body", "summary", "author", "reason", "created_at"],
     "schema_migrations": ["name", "applied_at"],
 }
 
@@ -668,3 +670,26 @@ async def test_replayed_events_are_skipped_by_id_and_then_sees_only_the_new(stor
     with pytest.raises(RuntimeError):  # `then` is part of the transaction: nothing of it is kept
         await store.insert_events([event(id="e3")], then=fails)
     assert await store.count_events() == 3
+
+
+@pytest.mark.anyio
+async def test_learned_routers_are_versioned_and_the_events_carry_them(store: Any) -> None:
+    """Both backends: router versions count up per task type, read back whole; usage events keep the
+    router version and score a mixed rule recorded."""
+    from mcp_prism.store.routers import add_router_version, get_router, list_routers
+
+    a = await add_router_version(store, "code_review", {"mode": "ok", "threshold": 0.4}, {"cheap": "x"},
+                                 author="ana", reason="first")
+    b = await add_router_version(store, "code_review", {"mode": "gap", "threshold": "inf"}, {"cheap": "y"},
+                                 author="ana", reason="second")
+    c = await add_router_version(store, "general", {"mode": "ok", "threshold": 0.1}, {}, author="bo", reason="r")
+    assert (a.version, b.version, c.version) == (1, 2, 1)
+    got = await get_router(store, "code_review", 2)
+    assert got.body == {"mode": "gap", "threshold": "inf"} and got.summary == {"cheap": "y"}
+    assert [r.version for r in await list_routers(store, "code_review")] == [1, 2]
+    with pytest.raises(InvalidInput, match="no router v3 for task type code_review"):
+        await get_router(store, "code_review", 3)
+    e = event(router_version=2, router_score=0.625)
+    await store.insert_events([e])
+    row = (await store.fetch("SELECT router_version, router_score FROM usage_events WHERE id = ?", (e.id,)))[0]
+    assert (row["router_version"], row["router_score"]) == (2, 0.625)

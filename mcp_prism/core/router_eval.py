@@ -23,6 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from mcp_prism.core import learned_router as lr
+from mcp_prism.core.learned_router import Example
+
 # RouteLLM's published figures (anchors.md): cost cut at 95% of GPT-4 quality, and APGR on MT-Bench.
 PUBLISHED = {
     "mt-bench": "RouteLLM: -85% cost at 95% of GPT-4 quality; APGR about 0.80",
@@ -31,21 +34,6 @@ PUBLISHED = {
 }
 HASH_BITS = 14
 _TOKEN = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
-
-
-@dataclass(frozen=True, slots=True)
-class Example:
-    """One prompt with both models' outcomes (a 0/1 correctness or a 1-10 score) and costs."""
-
-    text: str
-    weak_score: float
-    strong_score: float
-    weak_cost: Decimal | None = None
-    strong_cost: Decimal | None = None
-    group: str | None = None  # a task type / category, known at routing time: used as a feature
-
-    def weak_ok(self, tolerance: float = 0.0) -> bool:
-        return self.weak_score >= self.strong_score - tolerance
 
 
 # ---------------------------------------------------------------- features and model
@@ -202,9 +190,10 @@ def random_apgr(examples: Sequence[Example], seed: int, trials: int = 100) -> fl
 
 
 def _train_predict(train: Sequence[Example], test: Sequence[Example], seed: int, tolerance: float) -> list[float]:
-    model = LogisticRouter().fit([features(e.text, e.group) for e in train],
-                                 [int(e.weak_ok(tolerance)) for e in train], seed)
-    return [model.predict(features(e.text, e.group)) for e in test]
+    """P(weak ok)-like scores of the test prompts (low = send to the strong model first): the negated
+    hardness of a router fitted on `train` (its labeling chosen by cross-validation on `train`)."""
+    router = lr.train(train, tolerance=tolerance, seed=seed, folds=min(5, max(2, len(train) // 4)))
+    return [-router.hardness(e.text, e.group) for e in test]
 
 
 def evaluate_router(examples: Sequence[Example], *, seed: int = 0, train_share: float = 0.5,
@@ -242,3 +231,77 @@ def evaluate_router(examples: Sequence[Example], *, seed: int = 0, train_share: 
         weak_ok_rate=sum(e.weak_ok(tolerance) for e in test) / len(test),
         curve=curve, apgr_random=random_apgr(test, seed), apgr_oracle=routing_curve(test, oracle_scores(test)).apgr,
         tolerance=tolerance)
+
+
+# ---------------------------------------------------------------- honest: thresholds chosen out of sample
+@dataclass(frozen=True, slots=True)
+class SeedResult:
+    """One seed's cross-fitting: every prompt routed by a router (labeling and threshold included) trained
+    and calibrated without it."""
+
+    seed: int
+    quality_kept: float | None  # routed mean quality / always-strong mean quality, on held-out prompts
+    cost_cut: float | None
+    strong_share: float
+    apgr: float | None  # of the held-out hardness scores (threshold-free)
+    modes: dict[str, int]  # labeling chosen per outer fold
+    cv_apgr: dict[str, float]  # per labeling: inner cross-validation APGR, mean over the outer folds
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfSample:
+    target: float
+    tolerance: float
+    use_group: bool
+    margin_z: float
+    outer_folds: int
+    inner_folds: int
+    n: int
+    duplicates: int  # prompts whose normalised text repeats another's (kept on one side of every split)
+    seeds: tuple[SeedResult, ...]
+
+    def stat(self, name: str) -> tuple[float, float, float] | None:
+        """(mean, min, max) of a per-seed figure over the seeds."""
+        vals = [getattr(s, name) for s in self.seeds if getattr(s, name) is not None]
+        return (sum(vals) / len(vals), min(vals), max(vals)) if vals else None
+
+    @property
+    def met_target(self) -> int:
+        return sum(1 for s in self.seeds if s.quality_kept is not None and s.quality_kept >= self.target - 1e-12)
+
+
+def evaluate_out_of_sample(examples: Sequence[Example], *, seeds: Sequence[int] = (0, 1, 2, 3, 4),
+                           target: float = 0.95, tolerance: float = 0.0, use_group: bool = False,
+                           outer_folds: int = 5, inner_folds: int = 5, margin_z: float = 0.0,
+                           modes: Sequence[lr.Mode] = lr.MODES, tfidf: bool = True) -> OutOfSample:
+    """Cross-fitting per seed: split the prompts into `outer_folds` (duplicates kept together); for each,
+    train a router on the rest — its labeling and threshold picked by `inner_folds` cross-validation on that
+    rest only — and route the held-out fold with the frozen threshold. The figures are what the routing did
+    on held-out prompts; nothing is read off a test curve."""
+    n = len(examples)
+    keys = [lr.normalised(e.text) for e in examples]
+    duplicates = n - len(set(keys))
+    out: list[SeedResult] = []
+    for seed in seeds:
+        hardness = [0.0] * n
+        strong = [False] * n
+        chosen: dict[str, int] = {}
+        cv: dict[str, list[float]] = {}
+        for f, held in enumerate(lr._folds(n, outer_folds, seed, keys)):
+            held_set = set(held)
+            router = lr.train([examples[i] for i in range(n) if i not in held_set], target=target,
+                              tolerance=tolerance, use_group=use_group, seed=seed * 100 + f, folds=inner_folds,
+                              margin_z=margin_z, modes=modes, tfidf=tfidf)
+            chosen[router.mode] = chosen.get(router.mode, 0) + 1
+            for m, v in (router.calibration.apgr if router.calibration else {}).items():
+                if v is not None:
+                    cv.setdefault(m, []).append(v)
+            for i in held:
+                strong[i], hardness[i] = router.needs_strong(examples[i].text, examples[i].group)
+        # Route by the per-fold decisions: a threshold of 0.5 on 0/1 reproduces them exactly.
+        done = lr.route_outcomes(examples, [float(s) for s in strong], 0.5)
+        out.append(SeedResult(seed=seed, quality_kept=done.quality_kept, cost_cut=done.cost_cut,
+                              strong_share=done.strong_share, apgr=lr.apgr(examples, hardness), modes=chosen,
+                              cv_apgr={m: sum(v) / len(v) for m, v in cv.items()}))
+    return OutOfSample(target=target, tolerance=tolerance, use_group=use_group, margin_z=margin_z,
+                       outer_folds=outer_folds, inner_folds=inner_folds, n=n, duplicates=duplicates, seeds=tuple(out))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from mcp_prism.core.catalog import Catalog, ModelSpec
+from mcp_prism.core.learned_router import LearnedRouter
 from mcp_prism.core.pricing import TokenUsage
 from mcp_prism.core.rules import RoutingRule
 from mcp_prism.core.tasks import TaskTypeSpec, Tier
@@ -46,6 +47,8 @@ class Choice:
     model: ModelSpec
     reasons: tuple[str, ...]
     alternatives: tuple[ModelSpec, ...]
+    router_version: int | None = None  # a mixed rule's learned router, and the request's hardness score
+    router_score: float | None = None
 
 
 def _fits(model: ModelSpec, needed: int, rule: RoutingRule) -> bool:
@@ -53,12 +56,30 @@ def _fits(model: ModelSpec, needed: int, rule: RoutingRule) -> bool:
 
 
 def choose_model(rule: RoutingRule, catalog: Catalog, *, boost: int = 0, context_tokens: int = 0,
-                 profile: TokenUsage = FALLBACK_PROFILE, alternatives: bool = True) -> Choice:
-    """Apply `rule` to a request with complexity `boost` (0-2) and `context_tokens` of prompt.
-    `alternatives=False` skips pricing the other candidates (the gateway needs only the choice)."""
+                 profile: TokenUsage = FALLBACK_PROFILE, alternatives: bool = True,
+                 router: LearnedRouter | None = None, text: str = "") -> Choice:
+    """Apply `rule` to a request with complexity `boost` (0-2), `context_tokens` of prompt and `text` (what
+    a mixed rule's learned `router` scores; the caller loads the version the rule names, or passes None
+    when it cannot, and the request then goes to the strong model). `alternatives=False` skips pricing
+    the other candidates (the gateway needs only the choice)."""
     chosen = catalog.resolve(rule.primary)
     reasons = [f"rule {rule.task_type} picks {chosen.name} ({chosen.tier.label} tier)"]
+    router_version, router_score = None, None
+    if rule.router is not None:
+        router_version, strong = rule.router
+        if router is None:
+            chosen = catalog.resolve(strong)
+            reasons.append(f"mixed rule: router v{router_version} unavailable, so the strong model {chosen.name}")
+        else:
+            hard, router_score = router.needs_strong(text, rule.task_type)
+            if hard:
+                chosen = catalog.resolve(strong)
+            reasons.append(f"mixed rule: router v{router_version} scores the request {router_score:.3f} "
+                           f"({'>=' if hard else '<'} threshold {router.threshold:.3f}): "
+                           + (f"hard, so {chosen.name}" if hard else f"easy, stays on {chosen.name}"))
     for min_boost, model in rule.complexity_upgrades:
+        if router_score is not None and router_score >= router.threshold:  # type: ignore[union-attr]
+            break  # the router already chose the strong model: a heuristic upgrade must not undo it
         if boost >= min_boost:
             chosen = catalog.resolve(model)
             reasons.append(f"complexity boost {boost} >= {min_boost}: upgraded to {chosen.name}")
@@ -89,7 +110,7 @@ def choose_model(rule: RoutingRule, catalog: Catalog, *, boost: int = 0, context
         chosen = fitting[0]
 
     if not alternatives:
-        return Choice(chosen, tuple(reasons), ())
+        return Choice(chosen, tuple(reasons), (), router_version, router_score)
     others: list[ModelSpec] = []
     for name in rule.models():
         spec = catalog.resolve(name)
@@ -100,7 +121,7 @@ def choose_model(rule: RoutingRule, catalog: Catalog, *, boost: int = 0, context
                 if m.name != chosen.name and m not in others and (not needed or _fits(m, needed, rule))]
         if pool:
             others.append(min(pool, key=lambda m: (_cost_or_max(catalog, m, profile), m.name)))
-    return Choice(chosen, tuple(reasons), tuple(others[:6]))
+    return Choice(chosen, tuple(reasons), tuple(others[:6]), router_version, router_score)
 
 
 _MAX = Decimal("1e9")

@@ -4,7 +4,9 @@ A rule maps a task type to a primary model, ordered fallbacks and optional condi
 - `complexity_upgrades`: when the request's complexity boost reaches `min_boost`, use `model`;
 - `context_upgrade`: when the prompt does not fit the chosen model, move to one that does;
 - `required_capabilities`: every model named must have them (tools, vision, json, ...);
-- `min_context`: every model named must accept at least this many tokens.
+- `min_context`: every model named must accept at least this many tokens;
+- `router` (a "mixed" rule): the primary is the cheap model, and a request the task type's learned
+  router (version `version`) scores as hard goes to `strong` instead.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ RULE_SCHEMA: dict[str, Any] = {
             "type": "array", "uniqueItems": True, "items": {"enum": sorted(KNOWN_CAPABILITIES)},
         },
         "min_context": {"type": "integer", "minimum": 1},
+        "router": {
+            "type": "object", "additionalProperties": False, "required": ["version", "strong"],
+            "description": "a mixed rule: requests the learned router scores as hard go to `strong`",
+            "properties": {
+                "version": {"type": "integer", "minimum": 1},
+                "strong": {"type": "string", "minLength": 1, "maxLength": 200},
+            },
+        },
         "prompt_cache": {"type": "boolean", "description": "mark long stable prefixes (system, tools) for the "
                          "provider's prompt cache (Anthropic cache_control) when the client did not"},
     },
@@ -64,9 +74,11 @@ class RoutingRule:
     required_capabilities: frozenset[str] = field(default_factory=frozenset)
     min_context: int | None = None
     prompt_cache: bool = False
+    router: tuple[int, str] | None = None  # (learned router version, strong model): a mixed rule
 
     def models(self) -> list[str]:
-        return [self.primary, *self.fallbacks, *(m for _, m in self.complexity_upgrades)]
+        return [self.primary, *self.fallbacks, *(m for _, m in self.complexity_upgrades),
+                *([self.router[1]] if self.router else [])]
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"task_type": self.task_type, "primary": self.primary,
@@ -80,6 +92,8 @@ class RoutingRule:
             data["min_context"] = self.min_context
         if self.prompt_cache:
             data["prompt_cache"] = True
+        if self.router:
+            data["router"] = {"version": self.router[0], "strong": self.router[1]}
         return data
 
 
@@ -106,7 +120,9 @@ def parse_rule(data: Any, catalog: Catalog, task_types: Mapping[str, TaskTypeSpe
     if len({b for b, _ in upgrades}) != len(upgrades):
         problems.append("complexity_upgrades: each min_boost may appear once")
     canonical: dict[str, str] = {}
-    for name in [data["primary"], *data.get("fallbacks", ()), *(m for _, m in upgrades)]:
+    router = data.get("router")
+    for name in [data["primary"], *data.get("fallbacks", ()), *(m for _, m in upgrades),
+                 *([router["strong"]] if router else [])]:
         try:
             spec = catalog.resolve(name)
         except UnknownName as e:
@@ -134,6 +150,7 @@ def parse_rule(data: Any, catalog: Catalog, task_types: Mapping[str, TaskTypeSpe
         required_capabilities=caps,
         min_context=min_context,
         prompt_cache=bool(data.get("prompt_cache", False)),
+        router=(int(router["version"]), canonical[router["strong"]]) if router else None,
     )
 
 

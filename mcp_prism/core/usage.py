@@ -92,3 +92,5 @@ class UsageEvent:
     agent: str | None = None  # claude-code | opencode | codex
     sidechain: bool = False  # a subagent's request
     agent_cost_usd: Decimal | None = None  # the cost the agent logged itself, kept beside ours
+    router_version: int | None = None  # the learned router a mixed rule consulted, and its hardness score
+    router_score: float | None = None

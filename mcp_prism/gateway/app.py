@@ -927,6 +927,7 @@ class Gateway:
             response="".join(r.response_text) if r.response_text is not None else None, api_key_id=r.key_id,
             cache_hit=r.cache_hit, saved_usd=saved_usd, cost=cost, reservation=r.reservation,
             actual_pico=r.actual_pico, actual_tokens=r.actual_tokens,
+            router=(d.router_version, d.router_score) if d.router_score is not None else None,  # type: ignore[arg-type]
         ))
         r.reservation = None  # the recorder settles it with the record, in one transaction
 

@@ -71,6 +71,7 @@ class Outcome:
     actual_pico: int = 0  # what the request cost, booked on its budgets
     actual_tokens: int = 0
     seq: int = 0  # arrival order in this recorder: which journal segments hold only written outcomes
+    router: tuple[int, float] | None = None  # a mixed rule's learned router version and hardness score
 
 
 @dataclass(slots=True)
@@ -331,6 +332,7 @@ class Recorder:
             user=o.user, team=o.team, project=o.project, source="gateway", rule_id=o.rule_id,
             rule_version=o.rule_version, id=o.id, prompt=o.prompt, response=o.response, api_key_id=o.api_key_id,
             cache_hit=o.cache_hit, saved_usd=o.saved_usd,
+            router_version=o.router[0] if o.router else None, router_score=o.router[1] if o.router else None,
         )
 
     def _series(self, o: Outcome) -> _Series:

@@ -26,6 +26,7 @@ from mcp_prism.core.stats import Qualification
 from mcp_prism.core.tasks import Tier
 from mcp_prism.core.usage import parse_iso
 from mcp_prism.errors import InvalidInput, UnknownName
+from mcp_prism.loop import team_target
 from mcp_prism.service import PrismService
 
 EvidenceKind = Literal["experiment", "observed_quality", "low_quality", "errors", "rework", "tier_mismatch"]
@@ -106,6 +107,9 @@ class AnalysisResult(BaseModel):
     potential_monthly_cost_usd: Decimal
     notes: list[str]
     markdown: str
+    team_plan: team_target.TeamPlan | None = Field(
+        default=None, description="with a quality target or budget: the task types a team-level target sends to "
+                                  "cheaper models, chosen on half the outcome data and certified on the other")
 
 
 class _ExperimentResult:
@@ -154,9 +158,13 @@ class AnalysisService:
         self.svc = svc
         self.settings = core.LoopSettings.from_config(config)
 
-    async def analyze(self, days: int = 30) -> AnalysisResult:
+    async def analyze(self, days: int = 30, *, quality_target: float | None = None, budget: Decimal | None = None,
+                      seed: int = 0) -> AnalysisResult:
         if not 1 <= days <= 3660:
             raise InvalidInput("days must be between 1 and 3660")
+        plan = None
+        if quality_target is not None or budget is not None:
+            plan = await team_target.plan(self.svc, quality_target=quality_target, budget=budget, seed=seed)
         svc, s = self.svc, self.settings
         report = await svc.cost_report(days=days)  # the period and monthly span every report uses
         span = report.days
@@ -205,9 +213,9 @@ class AnalysisService:
             hypotheses=hypotheses, monthly_cost_now_usd=now_total, monthly_cost_after_usd=after,
             monthly_saving_usd=deployable, monthly_saving_pct=pct(deployable, now_total),
             potential_monthly_saving_usd=potential, potential_monthly_cost_usd=after - potential,
-            notes=notes, markdown="",
+            notes=notes, markdown="", team_plan=plan,
         )
-        result.markdown = analysis_markdown(result)
+        result.markdown = analysis_markdown(result) + (f"\n\n{plan.markdown}" if plan else "")
         return result
 
     # ---------------------------------------------------------------- reads

@@ -132,6 +132,36 @@ class CurvePointOut(BaseModel):
     cost_usd: Decimal | None
 
 
+class SeedOut(BaseModel):
+    seed: int
+    quality_kept: float | None = Field(description="routed mean quality / always-strong mean quality, held out")
+    cost_cut: float | None = Field(description="1 - routed cost / always-strong cost, held out")
+    strong_share: float = Field(description="share of calls sent to the strong model")
+    apgr: float | None
+    labelings: dict[str, int] = Field(description="labeling chosen by inner cross-validation, per outer fold: "
+                                                  "ok = weak as good as strong, gap = strong-minus-weak, 3 classes")
+    labeling_cv_apgr: dict[str, float] = Field(description="per labeling: inner cross-validation APGR on the "
+                                                           "training folds (how the labeling was chosen)")
+
+
+class Range(BaseModel):
+    mean: float
+    min: float
+    max: float
+
+
+class OutOfSampleOut(BaseModel):
+    features: str = Field(description="text-only, or text+category")
+    method: str
+    seeds: list[SeedOut]
+    quality_kept: Range | None
+    cost_cut: Range | None
+    strong_share: Range | None
+    apgr: Range | None
+    seeds_meeting_target: int
+    labeling_cv_apgr: dict[str, float] = Field(description="per labeling: inner-CV APGR, mean over seeds and folds")
+
+
 class RouterEvalResult(BaseModel):
     dataset: str
     format: Format
@@ -155,6 +185,16 @@ class RouterEvalResult(BaseModel):
     cost_all_strong_usd: Decimal | None
     cost_at_95_quality_usd: Decimal | None
     points: list[CurvePointOut] = Field(description="the curve at strong-call shares 0, 0.1, ..., 1")
+    tolerance: float = Field(description="numeric scores: the weak model counts as good as the strong one within "
+                                         "this (labels only; quality is the mean score)")
+    target: float = Field(description="share of the strong model's mean quality the thresholds aim at")
+    out_of_sample: list[OutOfSampleOut] = Field(
+        description="the honest figures: thresholds chosen on training folds, quality and cost measured on "
+                    "held-out prompts; text-only, and with the category as a feature when the data has one")
+    duplicates: int = Field(description="prompts repeating another's text (case/space folded); each duplicate "
+                                        "group stays on one side of every split")
+    prompt_only_costs: bool = Field(description="true when a model has no answers in the data: its cost counts "
+                                                "the prompt only")
     published: str | None
     prices: dict[str, ModelPrice]
     notes: list[str]
@@ -465,7 +505,8 @@ def mtbench_sources(folder: Path) -> list[Source]:
             # Turn k re-sends the earlier turns and this model's earlier answers.
             chars[m] = sum(len(t) for t in turns) + sum(len(turns[i]) + len(said[i]) for i in range(len(turns) - 1))
         stored = json.dumps({"messages": [{"role": "user", "content": turns[0]}], "turns": turns}, ensure_ascii=False)
-        by_category[category].append(Row(where, stored, "\n".join(turns), scores, answers, chars, category,
+        # The router reads turn 1 only: turn 2 is not known when the conversation's first call is routed.
+        by_category[category].append(Row(where, stored, turns[0], scores, answers, chars, category,
                                          _text(q.get("reference") and json.dumps(q["reference"]))))
     if problems:
         by_category.setdefault("", []).extend(problems)  # reported with the rest; "" is never imported
@@ -616,7 +657,8 @@ async def import_outcomes(svc: Any, path: str | Path, *, fmt: Format | None = No
     named = {m for e in experiments for m in [e.baseline, *e.candidates]}
     silent = sorted(named - await _answered(svc.store, experiments))
     if silent:
-        notes.append(f"no answers for {', '.join(silent)}: output tokens unknown, their costs count the prompt only")
+        notes.append(f"WARNING: no answers for {', '.join(silent)}: output tokens unknown, their costs count the "
+                     "prompt only")
     notes.append(f"tokens estimated at {CHARS_PER_TOKEN} characters a token from prompts and answers; "
                  "costs at list prices (sources in `prices`)")
     summaries = await summarise(svc.store, [e.experiment_id for e in experiments], threshold)
@@ -801,8 +843,19 @@ def load_rows(sources: Sequence[Source], skip_bad: bool) -> tuple[list[tuple[str
 async def evaluate_router_file(svc: Any, path: str | Path, *, fmt: Format | None = None, task_type: str | None = None,
                                strong: str | None = None, weak: str | None = None, seed: int = 0,
                                train_share: float = 0.5, folds: int | None = None, tolerance: float = 0.0,
-                               skip_bad: bool = False, prices: Sequence[str] = ()) -> RouterEvalResult:
-    """Learn a per-prompt strong/weak router from outcome data and measure it (APGR, CPT, cost cut)."""
+                               skip_bad: bool = False, prices: Sequence[str] = (), seeds: int = 5,
+                               target: float = 0.95, margin_z: float = 1.0, outer_folds: int = 5,
+                               inner_folds: int = 5) -> RouterEvalResult:
+    """Learn a per-prompt strong/weak router from outcome data and measure it: thresholds chosen out of
+    sample over `seeds` seeds (the headline), and the threshold-free curve (APGR, CPT) on a held-out split."""
+    if not 1 <= seeds <= 50:
+        raise InvalidInput(f"seeds must be from 1 to 50, got {seeds}")
+    if not 0 < target <= 1:
+        raise InvalidInput(f"target must be a share in (0, 1] of the strong model's quality, like 0.95; got {target}")
+    if tolerance < 0 or margin_z < 0:
+        raise InvalidInput("tolerance and margin must be >= 0")
+    if not 2 <= outer_folds <= 20 or not 2 <= inner_folds <= 20:
+        raise InvalidInput("outer and inner folds must be from 2 to 20")
     book = PriceBook(dict(parse_price(p) for p in prices), svc.catalog)
     p = _readable(svc, path)
     fmt, sources = open_sources(p, fmt, task_type)
@@ -818,21 +871,43 @@ async def evaluate_router_file(svc: Any, path: str | Path, *, fmt: Format | None
         raise UnknownName("weak model in this data", weak, others)
     tol = 0.0 if sc.binary else tolerance
     examples = []
-    for task, r in rows:
+    answered: set[str] = set()
+    for _task, r in rows:
         if weak not in r.scores or strong not in r.scores:
             continue
+        answered.update(m for m in (weak, strong) if r.responses.get(m))
         costs = [book.cost(m, _tokens(r.input_chars[m]), _tokens(len(r.responses.get(m) or "")))
                  for m in (weak, strong)]
         examples.append(router_eval.Example(r.text, r.scores[weak], r.scores[strong], costs[0], costs[1],
-                                            r.category or task))
+                                            r.category))
     notes: list[str] = []
+    honest = len(examples) >= 2 * outer_folds * inner_folds
+    if not honest:
+        notes.append(f"WARNING: {len(examples)} prompts are too few to choose thresholds out of sample with "
+                     f"{outer_folds} outer x {inner_folds} inner folds (needs {2 * outer_folds * inner_folds}): only "
+                     "the curve is shown, and its cost cut is read off the data it is judged on")
     if folds is None and len(examples) < 200:
         folds = 5
-        notes.append(f"only {len(examples)} prompts: too few for a held-out split, so 5-fold cross-validation "
-                     "scores every prompt out of fold; treat the figures as indicative")
+        notes.append(f"only {len(examples)} prompts: the curve (APGR, CPT) is scored by 5-fold cross-validation; "
+                     "treat the figures as indicative")
+    silent = sorted({weak, strong} - answered)
+    if silent:
+        notes.append(f"WARNING: no answers for {', '.join(silent)} in the data: output tokens are unknown, so "
+                     "costs count the prompt only and the cost cut is not what a real bill would show")
+    if seeds < 5:
+        notes.append(f"only {seeds} seed(s): quote figures over at least 5")
+    grouped = any(e.group for e in examples)
+    variants = [False, True] if grouped else [False]
+
+    def run() -> tuple[router_eval.RouterEvaluation, list[router_eval.OutOfSample]]:
+        ev = router_eval.evaluate_router(examples, seed=seed, train_share=train_share, folds=folds, tolerance=tol)
+        oos = [router_eval.evaluate_out_of_sample(
+            examples, seeds=range(seed, seed + seeds), target=target, tolerance=tol, use_group=g,
+            outer_folds=outer_folds, inner_folds=inner_folds, margin_z=margin_z) for g in variants] if honest else []
+        return ev, oos
+
     try:
-        ev = await anyio.to_thread.run_sync(lambda: router_eval.evaluate_router(
-            examples, seed=seed, train_share=train_share, folds=folds, tolerance=tol))
+        ev, oos = await anyio.to_thread.run_sync(run)
     except ValueError as e:
         raise InvalidInput(str(e)) from None
     c = ev.curve
@@ -847,9 +922,15 @@ async def evaluate_router_file(svc: Any, path: str | Path, *, fmt: Format | None
     picked = sorted({*range(0, len(c.points), step), len(c.points) - 1})
     pts = [CurvePointOut(strong_share=c.points[i].strong_share, quality=c.points[i].quality, pgr=c.points[i].pgr,
                          cost_usd=c.points[i].cost) for i in picked]
-    notes.append("router: logistic regression on hashed word/bigram features, prompt length and number count"
-                 + (" and the category" if fmt == "mtbench" else "") + "; label = weak model as good as strong; "
-                 "random router APGR averaged over 100 seeded permutations")
+    notes.append("router: sublinear TF-IDF of hashed word unigrams and bigrams plus prompt length and number "
+                 "count (and the category in the text+category rows); labeling (weak as good as strong, or "
+                 "strong-minus-weak in 3 classes) chosen per training set by inner cross-validation APGR")
+    if fmt == "mtbench":
+        notes.append("MT-Bench: routed on turn 1's text only (turn 2 is unknown when turn 1 is routed); the "
+                     "conversation stays on the routed model, so its quality is the mean of both turns' scores")
+    notes.append(f"thresholds: frozen on out-of-fold training scores at {target:.0%} of the strong model's "
+                 f"quality" + (f" with a margin of {margin_z:g} standard error(s)" if margin_z else "")
+                 + "; the curve's cost cut is read off the test curve (optimistic, like published figures)")
     return RouterEvalResult(
         dataset=dataset, format=fmt, strong=strong, weak=weak, method=ev.method, n=ev.n, n_test=ev.n_test,
         label_rule=acceptance_rule(sc.binary, tol), weak_ok_rate=ev.weak_ok_rate, q_weak=c.q_weak,
@@ -857,4 +938,26 @@ async def evaluate_router_file(svc: Any, path: str | Path, *, fmt: Format | None
         cpt_50=c.cpt(0.5), cpt_80=c.cpt(0.8), cpt_95=c.cpt(0.95),
         strong_share_at_95_quality=at95.strong_share if at95 else None, cost_cut_at_95_quality=c.cost_cut(at95),
         cost_all_strong_usd=c.points[-1].cost, cost_at_95_quality_usd=at95.cost if at95 else None, points=pts,
-        published=published, prices={m: book.price(m) for m in (weak, strong)}, notes=notes)
+        published=published, prices={m: book.price(m) for m in (weak, strong)}, notes=notes, tolerance=tol,
+        target=target, out_of_sample=[_oos_out(o) for o in oos],
+        duplicates=len(examples) - len({router_eval.lr.normalised(e.text) for e in examples}),
+        prompt_only_costs=bool(silent))
+
+
+def _oos_out(o: router_eval.OutOfSample) -> OutOfSampleOut:
+    def rng(name: str) -> Range | None:
+        st = o.stat(name)
+        return None if st is None else Range(mean=st[0], min=st[1], max=st[2])
+
+    return OutOfSampleOut(
+        features="text+category" if o.use_group else "text-only",
+        method=(f"per seed, {o.outer_folds}-fold cross-fitting: each held-out fold is routed by a router trained "
+                f"on the other folds, its labeling and threshold chosen by {o.inner_folds}-fold cross-validation "
+                "on those folds only"),
+        seeds=[SeedOut(seed=s.seed, quality_kept=s.quality_kept, cost_cut=s.cost_cut, strong_share=s.strong_share,
+                       apgr=s.apgr, labelings=s.modes, labeling_cv_apgr=s.cv_apgr) for s in o.seeds],
+        quality_kept=rng("quality_kept"), cost_cut=rng("cost_cut"), strong_share=rng("strong_share"),
+        apgr=rng("apgr"), seeds_meeting_target=o.met_target,
+        labeling_cv_apgr={m: sum(s.cv_apgr[m] for s in o.seeds if m in s.cv_apgr)
+                          / max(1, sum(1 for s in o.seeds if m in s.cv_apgr))
+                          for m in sorted({m for s in o.seeds for m in s.cv_apgr})})

@@ -350,4 +350,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0009_learned_routers",
+        """
+        -- Learned per-request routers, one lineage per task type, versioned like rules: a mixed rule names
+        -- the version it uses, so rolling the rule back rolls the router back.
+        CREATE TABLE learned_routers (
+            task_type TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            body TEXT NOT NULL,                  -- the router (weights, idf, frozen threshold) as JSON
+            summary TEXT NOT NULL,               -- JSON: training data, calibration, expected quality and cost
+            author TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (task_type, version)
+        );
+        ALTER TABLE usage_events ADD COLUMN router_version INTEGER;
+        ALTER TABLE usage_events ADD COLUMN router_score REAL;
+        """,
+    ),
 ]

@@ -457,6 +457,7 @@ class PgStore(StoreReads):
                     None if e.saved_usd is None else str(e.saved_usd), t.cache_write_1h_tokens, e.machine,
                     e.session_id, e.agent, int(e.sidechain),
                     None if e.agent_cost_usd is None else str(e.agent_cost_usd),
+                    e.router_version, e.router_score,
                 ))
                 values = (1, int(e.status != "ok"), int(pico is None), t.input_tokens, t.cached_input_tokens,
                           t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, pico or 0, e.latency_ms,

@@ -42,6 +42,7 @@ _EVENT_COLUMNS = (
     "cost_pico", "price_snapshot_id", "batch", "status", "quality", "quality_source", "user", "team",
     "project", "source", "rule_id", "rule_version", "request_id", "api_key_id", "cache_hit", "saved_usd",
     "cache_write_1h_tokens", "machine", "session_id", "agent", "sidechain", "agent_cost_usd",
+    "router_version", "router_score",
 )
 _INSERT_EVENT = (
     f"INSERT INTO usage_events ({', '.join(_EVENT_COLUMNS)}) "
@@ -248,6 +249,7 @@ class Store(StoreReads):
                     None if e.saved_usd is None else str(e.saved_usd), t.cache_write_1h_tokens, e.machine,
                     e.session_id, e.agent, int(e.sidechain),
                     None if e.agent_cost_usd is None else str(e.agent_cost_usd),
+                    e.router_version, e.router_score,
                 ))
                 values = (1, e.status != "ok", pico is None, t.input_tokens, t.cached_input_tokens,
                           t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, pico or 0, e.latency_ms,
