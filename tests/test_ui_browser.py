@@ -281,7 +281,7 @@ def test_rules_page_and_rollback(home: Path, server: str, browser: Any, tmp_path
     rows = {r[0]: r for r in table_rows(browser, "rules")}
     assert rows["doc_generation"][2] == STRONG and rows["doc_generation"][4] == "dana"
     section = browser.find_element(By.ID, "rule-doc_generation")
-    assert f'+  "primary": "{STRONG}"' in section.find_element(By.CSS_SELECTOR, "pre.diff").text
+    assert f'+  "primary": "{STRONG}"' in section.find_elements(By.CSS_SELECTOR, "pre.diff")[-1].text
     shot(browser, tmp_path, "rules")
     form = section.find_element(By.TAG_NAME, "form")
     form.find_element(By.NAME, "to").send_keys("0")

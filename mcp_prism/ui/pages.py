@@ -248,10 +248,11 @@ def rules_body(rules: list[RuleView], histories: list[RuleHistory], monitors: Mo
         versions = sorted(h.versions, key=lambda v: v.version)
         items = []
         for n, v in enumerate(versions):
-            prev = versions[n - 1].rule if n else {}
+            shown = (_diff(versions[n - 1].rule, v.rule) if n else  # the first as it is, then what changed
+                     f"<pre>{e(json.dumps(v.rule, indent=2, sort_keys=True))}</pre>")
             items.append(f'<div class="version"><h4>v{v.version} · {e(v.author)} · {e((v.created_at or "")[:16])}</h4>'
                          f'<p>{e(v.reason)}{" · evidence: " + e(v.evidence) if v.evidence else ""}</p>'
-                         + _diff(prev, v.rule) + "</div>")
+                         + shown + "</div>")
         audit = table(["when", "actor", "action", "reason"],
                       [[e(str(x.get("ts", ""))[:16]), e(x.get("actor")), e(x.get("action")), e(x.get("reason"))]
                        for x in h.audit], empty="no audit entries")

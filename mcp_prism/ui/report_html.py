@@ -20,6 +20,8 @@ def render(r: CostReport, daily: CostReport, batch_counts: dict[str, int]) -> st
 
 def write(path: str | Path, html: str) -> Path:
     target = Path(path).expanduser()
+    if target.suffix.lower() not in (".html", ".htm"):  # never overwrite a file that is not a report by a typo
+        raise InvalidInput(f"--html {target}: give a file name ending in .html, like costs.html")
     if target.is_dir():
         raise InvalidInput(f"--html {target} is a folder: give a file name, like {target / 'costs.html'}")
     if not target.parent.exists():
