@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -97,9 +98,9 @@ def main() -> None:
     exp = json.loads(cli(home, "experiment", "list", "--json"))["experiments"][0]["id"]
     link = json.loads(cli(home, "ui", "rater-link", exp, "--rater", "bench", "--json"))["path"]
 
-    from tests.conftest import free_port
-
-    port = free_port()
+    with socket.socket() as sock:  # a free port on loopback
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "mcp_prism", "ui", "--home", str(home), "--port", str(port)],
                             stdout=subprocess.DEVNULL, env={**os.environ, "PRISM_HOME": str(home)})
     base = f"http://127.0.0.1:{port}"
