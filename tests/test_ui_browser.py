@@ -198,6 +198,15 @@ def test_experiment_page_equals_report_json(home: Path, server: str, browser: An
     assert len(browser.find_elements(By.CSS_SELECTOR, "details.fail")) == len(r["failed_examples"]) > 0
     assert charts_drawn(browser) == 1
     shot(browser, tmp_path, "experiment")
+    # promote from the page: the service refuses a candidate that did not qualify, and says why
+    rules_before = cli(home, "rules", "show", "code_review", "--json")
+    form = browser.find_element(By.CSS_SELECTOR, 'form[action$="/promote"]')
+    form.find_element(By.NAME, "author").send_keys("lee")
+    form.find_element(By.NAME, "reason").send_keys("cheaper")
+    form.find_element(By.TAG_NAME, "button").click()
+    error = browser.find_element(By.CSS_SELECTOR, '[data-testid="error"]').text
+    assert f"{c['model']} is not qualified in experiment {experiment_id}" in error
+    assert cli(home, "rules", "show", "code_review", "--json") == rules_before
 
 
 # ==================================================================== rating, blind, with the keyboard
