@@ -46,7 +46,7 @@ Handler = Callable[[PrismService, argparse.Namespace], Awaitable[Any]]
 LOOP_CLI_MODULES = ("mcp_prism.cli_experiments", "mcp_prism.cli_evaluate", "mcp_prism.cli_analysis",
                     "mcp_prism.cli_data", "mcp_prism.install", "mcp_prism.install_sync", "mcp_prism.cli_team",
                     "mcp_prism.cli_batch", "mcp_prism.cli_history", "mcp_prism.cli_config", "mcp_prism.cli_events",
-                    "mcp_prism.cli_router")
+                    "mcp_prism.cli_router", "mcp_prism.cli_ui")
 
 
 # ==================================================================== output helpers
@@ -210,6 +210,11 @@ def _filters(a: argparse.Namespace) -> dict[str, str]:
 async def cmd_report(svc: PrismService, a: argparse.Namespace) -> Any:
     r = await svc.cost_report(days=a.days, since=a.since, until=a.until, group_by=_csv(a.by) or ["task_type"],
                               filters=_filters(a), top=a.top)
+    if getattr(a, "html", None):  # the dashboard's Costs page as one self-contained file
+        from mcp_prism.ui.export import export_costs
+
+        where = await export_costs(svc, r, a.html, days=a.days, since=a.since, until=a.until, filters=_filters(a))
+        return r, aligned(r.markdown) + f"\n\nHTML report written to {where}"
     return r, aligned(r.markdown)
 
 
@@ -497,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("team", "user", "project", "task-type", "model"):
         p.add_argument(f"--{flag}", help=f"only this {flag.replace('-', ' ')}")
     p.add_argument("--top", type=_pos_int, default=10, help="how many savings opportunities to show")
+    p.add_argument("--html", metavar="FILE", help="also write the report with its charts to one self-contained HTML "
+                                                  "file (opens with no network)")
     p.set_defaults(handler=cmd_report)
 
     p = add("compare", "compare models' cost for a task type or a token profile")

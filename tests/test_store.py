@@ -75,6 +75,7 @@ EXPECTED_COLUMNS = {
     "response_cache": ["key", "task_type", "project", "model", "client_format", "body", "usage", "cost_usd",
                        "created_at", "expires_at", "hits"],
     "voided_events": ["id", "voided_at", "actor", "reason", "event"],
+    "rater_links": ["id", "hash", "experiment_id", "rater", "created_by", "created_at", "revoked_at"],
     "price_snapshots": ["id", "body"],
     "import_files": ["machine", "path", "agent", "size", "mtime_ns", "read_to", "head", "updated_at"],
     "learned_routers": ["task_type", "version", "body", "summary", "author", "reason", "created_at"],

@@ -369,4 +369,21 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE usage_events ADD COLUMN router_score REAL;
         """,
     ),
+    (
+        "0010_rater_links",
+        """
+        -- Rating-only links for human raters (`mcp-prism ui rater-link`): the secret is kept as a SHA-256
+        -- hash only; a link opens the blind rating page of one experiment for one rater, nothing else.
+        CREATE TABLE rater_links (
+            id TEXT PRIMARY KEY,                 -- public part of the token (before the dot)
+            hash TEXT NOT NULL,                  -- sha256 of the whole token
+            experiment_id TEXT NOT NULL,
+            rater TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE INDEX rater_links_experiment ON rater_links (experiment_id);
+        """,
+    ),
 ]
