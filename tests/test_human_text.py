@@ -72,14 +72,17 @@ def test_real_claude_code_slash_command_is_its_name_and_arguments():
 
 
 def test_harness_text_never_classifies_or_upgrades_a_request():
+    from mcp_prism.config import shipped_classifier_model
     from mcp_prism.core.classify import Classifier, assess_complexity
     from mcp_prism.core.tasks import BUILTIN_TASK_TYPES
+
+    classifier = Classifier(list(BUILTIN_TASK_TYPES), model=shipped_classifier_model())
 
     wrapped = REMINDER + "review src/invoice.py"
     assert assess_complexity(wrapped).boost == 0 and "concurrency" not in assess_complexity(wrapped).signals
     assert assess_complexity("review the lock handling so they run concurrently").boost == 1
-    assert Classifier(list(BUILTIN_TASK_TYPES)).classify(wrapped).task_type == "code_review"
+    assert classifier.classify(wrapped).task_type == "code_review"
     body = _captured("review")
     text = person_text(body["messages"])
-    assert Classifier(list(BUILTIN_TASK_TYPES)).classify(text).task_type == "code_review"
+    assert classifier.classify(text).task_type == "code_review"
     assert assess_complexity(text).boost == 0
