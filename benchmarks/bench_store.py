@@ -35,19 +35,19 @@ def make_events(svc: PrismService, n: int, rng: random.Random, days: int = 30) -
     now = utcnow()
     tasks = list(DEFAULT_PROFILES)
     out = []
-    for i in range(n):
+    # a live stream arrives in time order, and its events are made (ids are time-ordered) as they arrive
+    stamps = sorted(now - timedelta(seconds=rng.uniform(0, days * 86400)) for _ in range(n))
+    for i, ts in enumerate(stamps):
         task = rng.choice(tasks)
         model = rng.choice(MODELS)
         p = DEFAULT_PROFILES[task]
         inp = max(1, int(p.input_tokens * rng.uniform(0.3, 2.0)))
         tokens = TokenUsage(inp, inp // 3, 0, max(1, int(p.output_tokens * rng.uniform(0.3, 2.0))))
-        ts = now - timedelta(seconds=rng.uniform(0, days * 86400))
         cost = svc.catalog.cost(model, tokens, ts)
         out.append(UsageEvent(task_type=task, model=model, provider=svc.catalog.resolve(model).provider,
                               tokens=tokens, latency_ms=rng.uniform(200, 5000), cost_usd=cost.usd,
                               prices=cost.prices, ts=ts, team=rng.choice(TEAMS), user=rng.choice(USERS),
                               project="bench", source="import", request_id=f"bench-{i}"))
-    out.sort(key=lambda e: e.ts)  # a live stream arrives in time order
     return out
 
 

@@ -464,11 +464,10 @@ class PrismService:
         return report
 
     async def _cache_savings(self, since_day: str, until_day: str, filters: dict[str, str]) -> tuple[int, Decimal]:
-        """Requests the response cache answered (recorded at $0) and what their first answers cost."""
-        where = ["cache_hit = 1", "ts >= ?", "ts < ?", *(f"COALESCE({c}, '') = ?" for c in filters)]
-        rows = await self.store.fetch(f"SELECT saved_usd FROM usage_events WHERE {' AND '.join(where)}",
-                                      [since_day, until_day, *filters.values()])
-        return len(rows), sum((Decimal(r["saved_usd"]) for r in rows if r["saved_usd"]), Decimal(0))
+        """Requests the response cache answered (recorded at $0) and what their first answers cost (rollups)."""
+        rows = await self.store.rollup(since_day, until_day, [], filters)
+        r = rows[0] if rows else None
+        return int((r and r["cache_hits"]) or 0), from_picodollars(int((r and r["saved_pico"]) or 0))
 
     async def _routing_plan(self, by_model: Sequence[Any], span: int
                             ) -> tuple[list[RoutingLine], list[Opportunity], Decimal | None]:
