@@ -245,7 +245,10 @@ class Store(StoreReads):
             for e in fresh:
                 t = e.tokens
                 pico = to_picodollars(e.cost_usd) if e.cost_usd is not None else None
-                sid = await self._snapshot_id(conn, _snapshot_json(e.prices)) if e.prices is not None else None
+                sid = None
+                if e.prices is not None:
+                    body = _snapshot_json(e.prices)
+                    sid = self._snapshot_ids.get(body) or await self._snapshot_id(conn, body)
                 ts = iso(e.ts)
                 rows_out.append((
                     e.id, ts, e.task_type, e.model, e.provider, t.input_tokens, t.cached_input_tokens,
