@@ -57,6 +57,7 @@ from mcp_prism.results import (
     VoidResult,
 )
 from mcp_prism.store import open_store, voiding
+from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS
 from mcp_prism.store.sqlite import GROUP_COLUMNS, RuleRow, Store
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,22 @@ class UsageInput:
     timestamp: str | None = None
     prompt: str | None = None
     response: str | None = None
+
+
+def _fold(rows: Sequence[Any], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Rollup rows summed down to `keys` (each a column of the rows), as `StoreReads.rollup` would return."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        k = tuple(r[c] for c in keys)
+        acc = out.get(k)
+        if acc is None:
+            out[k] = {**{c: r[c] for c in keys}, **{c: r[c] or 0 for c in ROLLUP_SUMS}, "first_day": r["first_day"]}
+        else:
+            for c in ROLLUP_SUMS:
+                acc[c] += r[c] or 0
+            if r["first_day"] and (not acc["first_day"] or r["first_day"] < acc["first_day"]):
+                acc["first_day"] = r["first_day"]
+    return list(out.values())
 
 
 def _day(d: date) -> str:
@@ -424,8 +441,14 @@ class PrismService:
         filters = {k: v for k, v in (filters or {}).items() if v}
         start, end = self._period(days, since, until)
         s, e = _day(start), _day(end)
-        rows = await self.store.rollup(s, e, group, filters)
-        by_model = await self.store.rollup(s, e, ["task_type", "model"], filters)
+        both = list(dict.fromkeys([*group, "task_type", "model"]))
+        if any({*both, *filters} <= set(keys) for keys in ROLLUPS.values()):
+            # one read of the rollup, folded both ways here: the report costs one pass over days x groups
+            fine = await self.store.rollup(s, e, both, filters)
+            rows, by_model = _fold(fine, group), _fold(fine, ["task_type", "model"])
+        else:
+            rows = await self.store.rollup(s, e, group, filters)
+            by_model = await self.store.rollup(s, e, ["task_type", "model"], filters)
 
         firsts = [r["first_day"] for r in by_model if r["first_day"]]
         covered_from = max(start, date.fromisoformat(min(firsts))) if firsts else start
