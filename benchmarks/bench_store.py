@@ -1,6 +1,6 @@
 """Ingestion rate into SQLite and cost_report time over a large store.
 
-    python benchmarks/bench_store.py [--events 1000000] [--batch 1000] [--dir /tmp/prism-bench]
+    python benchmarks/bench_store.py [--events 1000000] [--batch 1000] [--dir /tmp/prism-bench] [--random-request-ids]
 
 Prints: events/s for Store.insert_events (events already costed), events/s for
 PrismService.record_many (validation + cost engine + insert), then cost_report timings
@@ -17,6 +17,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,23 +32,25 @@ TEAMS = [f"team-{i}" for i in range(8)]
 USERS = [f"user-{i}" for i in range(50)]
 
 
-def make_events(svc: PrismService, n: int, rng: random.Random, days: int = 30) -> list[UsageEvent]:
+def make_events(svc: PrismService, n: int, rng: random.Random, days: int = 30,
+                random_ids: bool = False) -> list[UsageEvent]:
     now = utcnow()
     tasks = list(DEFAULT_PROFILES)
     out = []
-    for i in range(n):
+    # a live stream arrives in time order, and its events are made (ids are time-ordered) as they arrive
+    stamps = sorted(now - timedelta(seconds=rng.uniform(0, days * 86400)) for _ in range(n))
+    for i, ts in enumerate(stamps):
         task = rng.choice(tasks)
         model = rng.choice(MODELS)
         p = DEFAULT_PROFILES[task]
         inp = max(1, int(p.input_tokens * rng.uniform(0.3, 2.0)))
         tokens = TokenUsage(inp, inp // 3, 0, max(1, int(p.output_tokens * rng.uniform(0.3, 2.0))))
-        ts = now - timedelta(seconds=rng.uniform(0, days * 86400))
         cost = svc.catalog.cost(model, tokens, ts)
         out.append(UsageEvent(task_type=task, model=model, provider=svc.catalog.resolve(model).provider,
                               tokens=tokens, latency_ms=rng.uniform(200, 5000), cost_usd=cost.usd,
                               prices=cost.prices, ts=ts, team=rng.choice(TEAMS), user=rng.choice(USERS),
-                              project="bench", source="import", request_id=f"bench-{i}"))
-    out.sort(key=lambda e: e.ts)  # a live stream arrives in time order
+                              project="bench", source="import",
+                              request_id=uuid.UUID(int=rng.getrandbits(128)).hex if random_ids else f"bench-{i}"))
     return out
 
 
@@ -56,6 +59,8 @@ async def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=1_000)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--random-request-ids", action="store_true",
+                    help="request ids as clients send them (random UUIDs) rather than bench-0, bench-1, ...")
     args = ap.parse_args()
     home = Path(args.dir or tempfile.mkdtemp(prefix="prism-bench-"))
     shutil.rmtree(home, ignore_errors=True)
@@ -65,7 +70,7 @@ async def main() -> None:
         # 1. Store.insert_events with costed events (the gateway's batched writer path).
         print(f"building {args.events:,} costed events ...", flush=True)
         t0 = time.perf_counter()
-        events = make_events(svc, args.events, rng)
+        events = make_events(svc, args.events, rng, random_ids=args.random_request_ids)
         build = time.perf_counter() - t0
         print(f"  cost engine + event build: {args.events / build:,.0f} events/s")
         t0 = time.perf_counter()

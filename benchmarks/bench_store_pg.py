@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import statistics
 import tempfile
 import time
 import uuid
@@ -36,18 +37,18 @@ def make_events(catalog: Catalog, n: int, tag: str, seed: int = 1) -> list[Usage
     rng = random.Random(seed)
     now = utcnow()
     out = []
-    for i in range(n):
+    # a live stream arrives in time order, and its events are made (ids are time-ordered) as they arrive
+    stamps = sorted(now - timedelta(seconds=rng.uniform(0, 30 * 86400)) for _ in range(n))
+    for i, ts in enumerate(stamps):
         model = rng.choice(MODELS)
         inp = rng.randint(200, 20_000)
         tokens = TokenUsage(inp, inp // 3, 0, rng.randint(50, 2_000))
-        ts = now - timedelta(seconds=rng.uniform(0, 30 * 86400))
         cost = catalog.cost(model, tokens, ts)
         out.append(UsageEvent(task_type=rng.choice(TASKS), model=model, provider=catalog.resolve(model).provider,
                               tokens=tokens, latency_ms=rng.uniform(200, 5000), cost_usd=cost.usd,
                               prices=cost.prices, ts=ts, team=f"team-{rng.randrange(8)}",
                               user=f"user-{rng.randrange(50)}", project="bench", source="import",
                               request_id=f"{tag}-{i}"))
-    out.sort(key=lambda e: e.ts)  # a live stream arrives in time order
     return out
 
 
@@ -56,6 +57,21 @@ async def ingest(store: Store | PgStore, events: list[UsageEvent], batch: int) -
     for i in range(0, len(events), batch):
         await store.insert_events(events[i:i + batch])
     return time.perf_counter() - t0
+
+
+async def report_reads(label: str, store: Store | PgStore) -> None:
+    """The reads cost_report makes (its grouping, then task_type x model), p50 of 7, per grouping the bench
+    of SQLite times too."""
+    today = utcnow().date()
+    since, until = (today - timedelta(days=31)).isoformat(), (today + timedelta(days=1)).isoformat()
+    for name, group in (("by task_type", ["task_type"]), ("by team, model", ["team", "model"]), ("by user", ["user"])):
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            await store.rollup(since, until, group)
+            await store.rollup(since, until, ["task_type", "model"])
+            times.append((time.perf_counter() - t0) * 1000)
+        print(f"{label:34} cost_report reads {name}: p50 {statistics.median(times):.1f} ms, max {max(times):.1f} ms")
 
 
 def report(label: str, n: int, took: float, batch: int) -> None:
@@ -78,7 +94,8 @@ async def main() -> None:
         async with await Store.open(Path(tmp) / "prism.db") as s:
             took = await ingest(s, events, batch)
             assert await s.count_events() == n
-        report("SQLite", n, took, batch)
+            report("SQLite", n, took, batch)
+            await report_reads("SQLite", s)
 
     schemas: list[str] = []
     try:
@@ -87,7 +104,8 @@ async def main() -> None:
         async with await PgStore.open(args.url, schema=schema) as pg:
             took = await ingest(pg, events, batch)
             assert await pg.count_events() == n
-        report("PostgreSQL", n, took, batch)
+            report("PostgreSQL", n, took, batch)
+            await report_reads("PostgreSQL", pg)
 
         k = args.replicas
         if k > 1:

@@ -59,6 +59,7 @@ from mcp_prism.results import (
     VoidResult,
 )
 from mcp_prism.store import open_store, voiding
+from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS
 from mcp_prism.store.routers import get_router
 from mcp_prism.store.sqlite import GROUP_COLUMNS, RuleRow, Store
 
@@ -125,6 +126,22 @@ class UsageInput:
     response: str | None = None
     router_version: int | None = None
     router_score: float | None = None
+
+
+def _fold(rows: Sequence[Any], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Rollup rows summed down to `keys` (each a column of the rows), as `StoreReads.rollup` would return."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        k = tuple(r[c] for c in keys)
+        acc = out.get(k)
+        if acc is None:
+            out[k] = {**{c: r[c] for c in keys}, **{c: r[c] or 0 for c in ROLLUP_SUMS}, "first_day": r["first_day"]}
+        else:
+            for c in ROLLUP_SUMS:
+                acc[c] += r[c] or 0
+            if r["first_day"] and (not acc["first_day"] or r["first_day"] < acc["first_day"]):
+                acc["first_day"] = r["first_day"]
+    return list(out.values())
 
 
 def _day(d: date) -> str:
@@ -462,8 +479,14 @@ class PrismService:
         filters = {k: v for k, v in (filters or {}).items() if v}
         start, end = self._period(days, since, until)
         s, e = _day(start), _day(end)
-        rows = await self.store.rollup(s, e, group, filters)
-        by_model = await self.store.rollup(s, e, ["task_type", "model"], filters)
+        both = list(dict.fromkeys([*group, "task_type", "model"]))
+        if any({*both, *filters} <= set(keys) for keys in ROLLUPS.values()):
+            # one read of the rollup, folded both ways here: the report costs one pass over days x groups
+            fine = await self.store.rollup(s, e, both, filters)
+            rows, by_model = _fold(fine, group), _fold(fine, ["task_type", "model"])
+        else:
+            rows = await self.store.rollup(s, e, group, filters)
+            by_model = await self.store.rollup(s, e, ["task_type", "model"], filters)
 
         firsts = [r["first_day"] for r in by_model if r["first_day"]]
         covered_from = max(start, date.fromisoformat(min(firsts))) if firsts else start
@@ -497,16 +520,11 @@ class PrismService:
             monthly_saving_pct=None if saving is None else pct(saving, before_month),
             routing=routing, opportunities=opportunities[:top], markdown="",
         )
-        report.cache_hits, report.cache_saved_usd = await self._cache_savings(s, e, filters)
+        # the cache's hits and savings are rollup sums too: read with the groups, not from the events
+        report.cache_hits = sum(int(r["cache_hits"] or 0) for r in rows)
+        report.cache_saved_usd = from_picodollars(sum(int(r["saved_pico"] or 0) for r in rows))
         report.markdown = render.report_markdown(report)
         return report
-
-    async def _cache_savings(self, since_day: str, until_day: str, filters: dict[str, str]) -> tuple[int, Decimal]:
-        """Requests the response cache answered (recorded at $0) and what their first answers cost."""
-        where = ["cache_hit = 1", "ts >= ?", "ts < ?", *(f"COALESCE({c}, '') = ?" for c in filters)]
-        rows = await self.store.fetch(f"SELECT saved_usd FROM usage_events WHERE {' AND '.join(where)}",
-                                      [since_day, until_day, *filters.values()])
-        return len(rows), sum((Decimal(r["saved_usd"]) for r in rows if r["saved_usd"]), Decimal(0))
 
     async def _routing_plan(self, by_model: Sequence[Any], span: int
                             ) -> tuple[list[RoutingLine], list[Opportunity], Decimal | None]:

@@ -41,12 +41,12 @@ EXPECTED_COLUMNS = {
     "usage_daily": [
         "day", "task_type", "model", "provider", "team", "project", "requests", "errors", "unpriced",
         "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
-        "cost_pico", "latency_ms_sum", "quality_sum", "quality_n", "cache_write_1h_tokens",
+        "cost_pico", "latency_ms_sum", "quality_sum", "quality_n", "cache_write_1h_tokens", "cache_hits", "saved_pico",
     ],
     "usage_daily_user": [
         "day", "user", "team", "project", "requests", "errors", "unpriced",
         "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
-        "cost_pico", "latency_ms_sum", "quality_sum", "quality_n", "cache_write_1h_tokens",
+        "cost_pico", "latency_ms_sum", "quality_sum", "quality_n", "cache_write_1h_tokens", "cache_hits", "saved_pico",
     ],
     "routing_rules": ["task_type", "version", "body", "author", "reason", "evidence", "created_at"],
     "audit_log": ["id", "ts", "actor", "action", "target", "details"],

@@ -274,7 +274,8 @@ class BatchService:
         if not rows or (api_key_id is not None and rows[0]["api_key_id"] not in (None, api_key_id)):
             raise InvalidInput(f"no batch request has id {request_id!r}: use the id the gateway answered with "
                                "(batch_req_...), or `mcp-prism batch list`")
-        cost = await self.svc.store.fetch("SELECT cost_usd FROM usage_events WHERE request_id = ?", (rows[0]["id"],))
+        cost = await self.svc.store.fetch("SELECT cost_usd FROM usage_events WHERE batch = 1 AND request_id = ?",
+                                          (rows[0]["id"],))
         return self._info(rows[0], cost[0]["cost_usd"] if cost else None, full=True)
 
     async def list_requests(self, status: str | None = None, limit: int = 100) -> BatchList:
@@ -284,7 +285,7 @@ class BatchService:
             raise InvalidInput("limit must be from 1 to 10000")
         where, params = ("WHERE b.status = ?", [status]) if status else ("", [])
         rows = await self.svc.store.fetch(
-            "SELECT b.*, (SELECT e.cost_usd FROM usage_events e WHERE e.request_id = b.id) AS cost "
+            "SELECT b.*, (SELECT e.cost_usd FROM usage_events e WHERE e.batch = 1 AND e.request_id = b.id) AS cost "
             f"FROM batch_requests b {where} ORDER BY b.created_at DESC, b.id DESC LIMIT ?", (*params, limit))
         counts = await self.svc.store.fetch("SELECT status, COUNT(*) AS n FROM batch_requests GROUP BY status")
         return BatchList(requests=[self._info(r, r["cost"], full=False) for r in rows],

@@ -386,4 +386,67 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX rater_links_experiment ON rater_links (experiment_id);
         """,
     ),
+    (
+        "0011_rollup_cache_and_lean_events",
+        """
+        -- Reports read rollups only: the response cache's hits and what they saved join the rollup sums
+        -- (backfilled from the events; saved_usd text -> picodollars through REAL, exact to ~15 digits).
+        ALTER TABLE usage_daily ADD COLUMN cache_hits INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE usage_daily ADD COLUMN saved_pico INTEGER NOT NULL DEFAULT 0;
+        UPDATE usage_daily SET cache_hits = s.n, saved_pico = s.p FROM (
+            SELECT substr(ts, 1, 10) AS k0, task_type AS k1, model AS k2, provider AS k3,
+                   COALESCE(team, '') AS k4, COALESCE(project, '') AS k5, COUNT(*) AS n,
+                   SUM(CAST(ROUND(CAST(COALESCE(saved_usd, '0') AS REAL) * 1000000000000) AS INTEGER)) AS p
+            FROM usage_events WHERE cache_hit = 1 GROUP BY k0, k1, k2, k3, k4, k5
+        ) AS s WHERE usage_daily.day = s.k0 AND usage_daily.task_type = s.k1
+            AND usage_daily.model = s.k2 AND usage_daily.provider = s.k3
+            AND usage_daily.team = s.k4 AND usage_daily.project = s.k5;
+        ALTER TABLE usage_daily_user ADD COLUMN cache_hits INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE usage_daily_user ADD COLUMN saved_pico INTEGER NOT NULL DEFAULT 0;
+        UPDATE usage_daily_user SET cache_hits = s.n, saved_pico = s.p FROM (
+            SELECT substr(ts, 1, 10) AS k0, COALESCE(user, '') AS k1, COALESCE(team, '') AS k2,
+                   COALESCE(project, '') AS k3, COUNT(*) AS n,
+                   SUM(CAST(ROUND(CAST(COALESCE(saved_usd, '0') AS REAL) * 1000000000000) AS INTEGER)) AS p
+            FROM usage_events WHERE cache_hit = 1 GROUP BY k0, k1, k2, k3
+        ) AS s WHERE usage_daily_user.day = s.k0
+            AND usage_daily_user.user = s.k1 AND usage_daily_user.team = s.k2
+            AND usage_daily_user.project = s.k3;
+        -- Ingestion: usage_events rebuilt without the UNIQUE index on request_id (random client ids made
+        -- every insert a random B-tree write; idempotency is now a window of recent request ids, see
+        -- store/sqlite.py) and without the (task_type, ts) index no query needs. Run with foreign keys
+        -- off (Store._migrate) and checked with foreign_key_check before commit.
+        CREATE TABLE usage_events_new (
+            id TEXT PRIMARY KEY, ts TEXT NOT NULL, task_type TEXT NOT NULL, model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL DEFAULT 0, cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+            reasoning_tokens INTEGER NOT NULL DEFAULT 0, latency_ms REAL NOT NULL, ttft_ms REAL, cost_usd TEXT,
+            cost_pico INTEGER, price_snapshot_id INTEGER REFERENCES price_snapshots(id),
+            batch INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL DEFAULT 'ok',
+            quality REAL CHECK (quality IS NULL OR (quality >= 0 AND quality <= 1)),
+            quality_source TEXT CHECK (quality_source IS NULL OR quality_source IN ('human','judge','automated')),
+            user TEXT, team TEXT, project TEXT, source TEXT NOT NULL, rule_id TEXT, rule_version INTEGER,
+            request_id TEXT, api_key_id TEXT, cache_hit INTEGER NOT NULL DEFAULT 0, saved_usd TEXT,
+            cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0, machine TEXT, session_id TEXT, agent TEXT,
+            sidechain INTEGER NOT NULL DEFAULT 0, agent_cost_usd TEXT, router_version INTEGER, router_score REAL
+        );
+        INSERT INTO usage_events_new (rowid, id, ts, task_type, model, provider, input_tokens, cached_input_tokens,
+            cache_write_tokens, output_tokens, reasoning_tokens, latency_ms, ttft_ms, cost_usd, cost_pico,
+            price_snapshot_id, batch,
+            status, quality, quality_source, user, team, project, source, rule_id, rule_version, request_id,
+            api_key_id, cache_hit, saved_usd, cache_write_1h_tokens, machine, session_id, agent, sidechain,
+            agent_cost_usd, router_version, router_score)
+        SELECT rowid, id, ts, task_type, model, provider, input_tokens, cached_input_tokens, cache_write_tokens,
+            output_tokens, reasoning_tokens, latency_ms, ttft_ms, cost_usd, cost_pico, price_snapshot_id, batch,
+            status, quality, quality_source, user, team, project, source, rule_id, rule_version, request_id,
+            api_key_id, cache_hit, saved_usd, cache_write_1h_tokens, machine, session_id, agent, sidechain,
+            agent_cost_usd, router_version, router_score
+        FROM usage_events;
+        DROP TABLE usage_events;
+        ALTER TABLE usage_events_new RENAME TO usage_events;
+        CREATE INDEX usage_events_ts ON usage_events (ts);
+        -- Batch results are looked up by request id (the batch request's id); few events are batch events.
+        CREATE INDEX usage_events_batch_request ON usage_events (request_id) WHERE batch = 1;
+        """,
+    ),
 ]

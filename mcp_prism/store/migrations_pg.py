@@ -26,7 +26,31 @@ TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\?|[A-Za
 # Words PostgreSQL reserves that the schema uses as column names: always quoted.
 RESERVED = frozenset({"user"})
 
-PG_OVERRIDES: dict[str, str] = {}
+PG_OVERRIDES: dict[str, str] = {
+    # PostgreSQL keeps usage_events as it is (no rebuild; its UNIQUE request_id is what makes replicas writing
+    # at once idempotent) but for the (task_type, ts) index no query needs; the rollups gain the cache sums.
+    "0011_rollup_cache_and_lean_events": """
+        ALTER TABLE usage_daily ADD COLUMN cache_hits BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE usage_daily ADD COLUMN saved_pico BIGINT NOT NULL DEFAULT 0;
+        UPDATE usage_daily SET cache_hits = s.n, saved_pico = s.p FROM (
+            SELECT substr(ts, 1, 10) AS k0, task_type AS k1, model AS k2, provider AS k3,
+                   COALESCE(team, '') AS k4, COALESCE(project, '') AS k5, COUNT(*) AS n,
+                   SUM(ROUND(COALESCE(saved_usd, '0')::numeric * 1000000000000)::bigint) AS p
+            FROM usage_events WHERE cache_hit = 1 GROUP BY 1, 2, 3, 4, 5, 6
+        ) AS s WHERE usage_daily.day = s.k0 AND usage_daily.task_type = s.k1 AND usage_daily.model = s.k2
+            AND usage_daily.provider = s.k3 AND usage_daily.team = s.k4 AND usage_daily.project = s.k5;
+        ALTER TABLE usage_daily_user ADD COLUMN cache_hits BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE usage_daily_user ADD COLUMN saved_pico BIGINT NOT NULL DEFAULT 0;
+        UPDATE usage_daily_user SET cache_hits = s.n, saved_pico = s.p FROM (
+            SELECT substr(ts, 1, 10) AS k0, COALESCE("user", '') AS k1, COALESCE(team, '') AS k2,
+                   COALESCE(project, '') AS k3, COUNT(*) AS n,
+                   SUM(ROUND(COALESCE(saved_usd, '0')::numeric * 1000000000000)::bigint) AS p
+            FROM usage_events WHERE cache_hit = 1 GROUP BY 1, 2, 3, 4
+        ) AS s WHERE usage_daily_user.day = s.k0 AND usage_daily_user."user" = s.k1 AND usage_daily_user.team = s.k2
+            AND usage_daily_user.project = s.k3;
+        DROP INDEX IF EXISTS usage_events_task_ts;
+    """,
+}
 
 _TYPES = {"integer": "BIGINT", "real": "DOUBLE PRECISION", "blob": "BYTEA", "text": 'TEXT COLLATE "C"'}
 

@@ -30,7 +30,7 @@ from mcp_prism.core.pricing import to_picodollars
 from mcp_prism.core.usage import UsageEvent, iso, utcnow
 from mcp_prism.errors import InvalidInput, StoreError
 from mcp_prism.store.migrations_pg import COMPAT, PG_MIGRATIONS, RESERVED, TOKEN
-from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS, RuleRow, StoreReads
+from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS, RuleRow, StoreReads, event_sums
 from mcp_prism.store.sqlite import _EVENT_COLUMNS, _snapshot_json
 
 try:
@@ -459,9 +459,7 @@ class PgStore(StoreReads):
                     None if e.agent_cost_usd is None else str(e.agent_cost_usd),
                     e.router_version, e.router_score,
                 ))
-                values = (1, int(e.status != "ok"), int(pico is None), t.input_tokens, t.cached_input_tokens,
-                          t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, pico or 0, e.latency_ms,
-                          e.quality or 0.0, int(e.quality is not None), t.cache_write_1h_tokens)
+                values = event_sums(e, pico)
                 team, project = e.team or "", e.project or ""
                 for table, key in (("usage_daily", (ts[:10], e.task_type, e.model, e.provider, team, project)),
                                    ("usage_daily_user", (ts[:10], e.user or "", team, project))):

@@ -7,15 +7,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Self
 
+from mcp_prism.core.pricing import to_picodollars
 from mcp_prism.errors import InvalidInput
 
 GROUP_COLUMNS = ("task_type", "model", "provider", "team", "user", "project", "day")
 
 ROLLUP_SUMS = ("requests", "errors", "unpriced", "input_tokens", "cached_input_tokens", "cache_write_tokens",
                "output_tokens", "reasoning_tokens", "cost_pico", "latency_ms_sum", "quality_sum", "quality_n",
-               "cache_write_1h_tokens")
+               "cache_write_1h_tokens", "cache_hits", "saved_pico")
 # The same sums computed from raw events, for groupings no rollup holds (CASE: PostgreSQL has no SUM(bool)).
 RAW_SUMS = {
     "requests": "COUNT(*)", "errors": "SUM(CASE WHEN status != 'ok' THEN 1 ELSE 0 END)",
@@ -24,12 +26,33 @@ RAW_SUMS = {
     "cache_write_tokens": "SUM(cache_write_tokens)", "output_tokens": "SUM(output_tokens)",
     "reasoning_tokens": "SUM(reasoning_tokens)", "cost_pico": "SUM(cost_pico)",
     "latency_ms_sum": "SUM(latency_ms)", "quality_sum": "SUM(quality)", "quality_n": "COUNT(quality)",
-    "cache_write_1h_tokens": "SUM(cache_write_1h_tokens)",
+    "cache_write_1h_tokens": "SUM(cache_write_1h_tokens)", "cache_hits": "SUM(cache_hit)",
+    "saved_pico": "SUM(CASE WHEN cache_hit = 1 THEN CAST(ROUND(CAST(COALESCE(saved_usd, '0') AS DOUBLE PRECISION)"
+                  " * 1e12) AS BIGINT) ELSE 0 END)",
 }
 ROLLUPS: dict[str, tuple[str, ...]] = {
     "usage_daily": ("day", "task_type", "model", "provider", "team", "project"),
     "usage_daily_user": ("day", "user", "team", "project"),
 }
+
+
+def event_sums(e: Any, pico: int | None) -> tuple[Any, ...]:
+    """What one UsageEvent adds to each rollup row, in ROLLUP_SUMS' order."""
+    t = e.tokens
+    return (1, int(e.status != "ok"), int(pico is None), t.input_tokens, t.cached_input_tokens,
+            t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, pico or 0, e.latency_ms,
+            e.quality or 0.0, int(e.quality is not None), t.cache_write_1h_tokens, int(e.cache_hit),
+            to_picodollars(e.saved_usd) if e.cache_hit and e.saved_usd is not None else 0)
+
+
+def row_sums(e: Any) -> tuple[Any, ...]:
+    """The same for a stored usage_events row (voiding takes back exactly what the insert added)."""
+    pico, quality = e["cost_pico"], e["quality"]
+    saved = e["saved_usd"]
+    return (1, int(e["status"] != "ok"), int(pico is None), e["input_tokens"], e["cached_input_tokens"],
+            e["cache_write_tokens"], e["output_tokens"], e["reasoning_tokens"], pico or 0, e["latency_ms"],
+            quality or 0.0, int(quality is not None), e["cache_write_1h_tokens"], int(e["cache_hit"]),
+            to_picodollars(Decimal(saved)) if e["cache_hit"] and saved is not None else 0)
 
 
 def quoted(col: str) -> str:

@@ -14,6 +14,7 @@ import logging
 import random
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from mcp_prism.errors import InvalidInput, StoreError
 from mcp_prism.store import sqlite_open
 from mcp_prism.store.migrations import MIGRATIONS
 from mcp_prism.store.reads import GROUP_COLUMNS as GROUP_COLUMNS  # re-exported: adapters import it here
-from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS, StoreReads
+from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS, StoreReads, event_sums
 from mcp_prism.store.reads import RuleRow as RuleRow
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5_000
 LOCK_RETRY_SECONDS = 60.0
+RECENT_REQUEST_IDS = 200_000  # the idempotency window: request ids of the last this-many events
 
 _EVENT_COLUMNS = (
     "id", "ts", "task_type", "model", "provider", "input_tokens", "cached_input_tokens",
@@ -75,6 +77,8 @@ class Store(StoreReads):
         self._lock = asyncio.Lock()
         self._snapshot_ids: dict[str, int] = {}
         self.read_only = False
+        self._recent: OrderedDict[str, str] = OrderedDict()  # request_id -> event id, oldest first
+        self._recent_rowid: int | None = None  # the last usage_events rowid read into _recent
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -130,8 +134,15 @@ class Store(StoreReads):
                     await conn.execute(statement)
                 await conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, iso(utcnow())))
                 log.info("applied migration %s", name)
+            if await conn.execute_fetchall("PRAGMA foreign_key_check"):
+                raise StoreError(f"migrating {self.path} would break a foreign key; nothing was changed")
 
-        await self.transaction(work)
+        # off while migrating: a rebuilt table (0009) is dropped and renamed with rows referring to it
+        await self._conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            await self.transaction(work)
+        finally:
+            await self._conn.execute("PRAGMA foreign_keys = ON")
 
     # ---------------------------------------------------------------- transactions
     async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
@@ -205,17 +216,12 @@ class Store(StoreReads):
         if not batch:
             return []
 
+        pending: list[tuple[str, str]] = []
+
         async def work(conn: aiosqlite.Connection) -> list[UsageEvent]:
-            wanted = [e.request_id for e in batch if e.request_id]
-            existing: set[str] = set()
+            pending.clear()
+            recent = await self._sync_recent(conn)
             existing_ids: set[str] = set()
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i:i + 500]
-                rows = await conn.execute_fetchall(
-                    f"SELECT request_id FROM usage_events WHERE request_id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-                existing.update(r[0] for r in rows)
             if skip_known_ids:
                 ids = [e.id for e in batch]
                 for i in range(0, len(ids), 500):
@@ -224,13 +230,15 @@ class Store(StoreReads):
                         f"SELECT id FROM usage_events WHERE id IN ({','.join('?' * len(chunk))})", chunk)
                     existing_ids.update(r[0] for r in rows)
             fresh: list[UsageEvent] = []
+            seen: set[str] = set()
             for e in batch:
                 if e.id in existing_ids:
                     continue
                 if e.request_id:
-                    if e.request_id in existing:
+                    if e.request_id in recent or e.request_id in seen:
                         continue
-                    existing.add(e.request_id)
+                    seen.add(e.request_id)
+                    pending.append((e.request_id, e.id))
                 fresh.append(e)
 
             rows_out = []
@@ -238,7 +246,10 @@ class Store(StoreReads):
             for e in fresh:
                 t = e.tokens
                 pico = to_picodollars(e.cost_usd) if e.cost_usd is not None else None
-                sid = await self._snapshot_id(conn, _snapshot_json(e.prices)) if e.prices is not None else None
+                sid = None
+                if e.prices is not None:
+                    body = _snapshot_json(e.prices)
+                    sid = self._snapshot_ids.get(body) or await self._snapshot_id(conn, body)
                 ts = iso(e.ts)
                 rows_out.append((
                     e.id, ts, e.task_type, e.model, e.provider, t.input_tokens, t.cached_input_tokens,
@@ -251,9 +262,7 @@ class Store(StoreReads):
                     None if e.agent_cost_usd is None else str(e.agent_cost_usd),
                     e.router_version, e.router_score,
                 ))
-                values = (1, e.status != "ok", pico is None, t.input_tokens, t.cached_input_tokens,
-                          t.cache_write_tokens, t.output_tokens, t.reasoning_tokens, pico or 0, e.latency_ms,
-                          e.quality or 0.0, e.quality is not None, t.cache_write_1h_tokens)
+                values = event_sums(e, pico)
                 team, project = e.team or "", e.project or ""
                 for table, key in (("usage_daily", (ts[:10], e.task_type, e.model, e.provider, team, project)),
                                    ("usage_daily_user", (ts[:10], e.user or "", team, project))):
@@ -264,6 +273,8 @@ class Store(StoreReads):
                         for i, v in enumerate(values):
                             acc[i] += v
             await conn.executemany(_INSERT_EVENT, rows_out)
+            if rows_out:  # we hold the write lock: every rowid up to here is known
+                self._recent_rowid = next(iter(await conn.execute_fetchall("SELECT MAX(rowid) FROM usage_events")))[0]
             for table, acc in sums.items():
                 await conn.executemany(_UPSERTS[table], [(*k, *v) for k, v in acc.items()])
             samples = [(e.id, e.prompt, e.response) for e in fresh if e.prompt is not None or e.response is not None]
@@ -273,16 +284,72 @@ class Store(StoreReads):
                 await then(conn, fresh)
             return fresh
 
-        return await self.transaction(work)
+        fresh = await self.transaction(work)
+        self._remember(pending)  # committed: only now part of the window
+        return fresh
+
+    # ---------------------------------------------------------------- request-id window
+    # Idempotency by request_id without a UNIQUE index (random client ids made each insert a random B-tree
+    # write, 4-6x slower): each process keeps the request ids of the last RECENT_REQUEST_IDS events stored
+    # (by any writer: rows past the last rowid it knows are read at the start of each write transaction,
+    # which runs under SQLite's write lock). A request id older than that window is not recognised again.
+    async def _sync_recent(self, conn: aiosqlite.Connection) -> OrderedDict[str, str]:
+        recent = self._recent
+        if self._recent_rowid is None:
+            rows = await conn.execute_fetchall(
+                "SELECT rowid, request_id, id FROM usage_events WHERE request_id IS NOT NULL "
+                "ORDER BY rowid DESC LIMIT ?", (RECENT_REQUEST_IDS,))
+            for _, rid, eid in reversed(list(rows)):
+                recent[rid] = eid
+            top = next(iter(await conn.execute_fetchall("SELECT MAX(rowid) FROM usage_events")))[0]
+        else:
+            rows = await conn.execute_fetchall(
+                "SELECT rowid, request_id, id FROM usage_events WHERE rowid > ?", (self._recent_rowid,))
+            pairs = [(rid, eid) for _, rid, eid in rows if rid]
+            self._remember(pairs)
+            top = max((r[0] for r in rows), default=self._recent_rowid)
+            if not rows:  # voided rows at the end let SQLite reuse their rowids: never stay above the top
+                top = min(top, next(iter(await conn.execute_fetchall("SELECT MAX(rowid) FROM usage_events")))[0]
+                          or 0)
+        self._recent_rowid = top or 0
+        return recent
+
+    def _remember(self, pairs: Iterable[tuple[str, str]]) -> None:
+        recent = self._recent
+        for rid, eid in pairs:
+            recent[rid] = eid
+            recent.move_to_end(rid)
+        while len(recent) > RECENT_REQUEST_IDS:
+            recent.popitem(last=False)
+
+    async def _event_id(self, ref: str) -> str | None:
+        """The id of the event with id or request_id `ref`: the id index, the window, then (old ids) a scan."""
+        rows = await self.fetch("SELECT id FROM usage_events WHERE id = ?", (ref,))
+        if rows:
+            return str(rows[0][0])
+        recent = await self.transaction(self._sync_recent) if not self.read_only else self._recent
+        if ref in recent:
+            return recent[ref]
+        rows = await self.fetch("SELECT id FROM usage_events WHERE request_id = ? LIMIT 1", (ref,))
+        return str(rows[0][0]) if rows else None
+
+    async def find_event(self, ref: str) -> Any | None:
+        eid = await self._event_id(ref)
+        if eid is None:
+            return None
+        rows = await self.fetch("SELECT e.*, p.body AS price_snapshot FROM usage_events e "
+                                "LEFT JOIN price_snapshots p ON p.id = e.price_snapshot_id WHERE e.id = ?", (eid,))
+        return rows[0] if rows else None
 
     async def set_quality(self, ref: str, score: float, source: str) -> sqlite3.Row:
         """Set an event's quality score (by id or request_id) and keep the rollup in step."""
 
+        eid = await self._event_id(ref) or ""
+
         async def work(conn: aiosqlite.Connection) -> sqlite3.Row:
             conn.row_factory = sqlite3.Row
             try:
-                rows = list(await conn.execute_fetchall(
-                    "SELECT * FROM usage_events WHERE id = ? OR request_id = ?", (ref, ref)))
+                rows = list(await conn.execute_fetchall("SELECT * FROM usage_events WHERE id = ?", (eid,)))
             finally:
                 conn.row_factory = None
             if not rows:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mcp_prism.core.usage import iso, utcnow
-from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS, quoted
+from mcp_prism.store.reads import ROLLUP_SUMS, ROLLUPS, quoted, row_sums
 
 Selector = Literal["id", "source", "project"]
 _WHERE = {"id": "(id = ? OR request_id = ?)", "source": "source = ?", "project": "project = ?"}
@@ -50,10 +50,7 @@ def _deltas(rows: list[Any]) -> dict[str, dict[tuple[str, ...], list[Any]]]:
     """What inserting `rows` added to each rollup (the same arithmetic as the insert path)."""
     sums: dict[str, dict[tuple[str, ...], list[Any]]] = {table: {} for table in ROLLUPS}
     for e in rows:
-        pico, quality = e["cost_pico"], e["quality"]
-        values = (1, int(e["status"] != "ok"), int(pico is None), e["input_tokens"], e["cached_input_tokens"],
-                  e["cache_write_tokens"], e["output_tokens"], e["reasoning_tokens"], pico or 0, e["latency_ms"],
-                  quality or 0.0, int(quality is not None), e["cache_write_1h_tokens"])  # ROLLUP_SUMS' order
+        values = row_sums(e)
         day, team, project = e["ts"][:10], e["team"] or "", e["project"] or ""
         for table, key in (("usage_daily", (day, e["task_type"], e["model"], e["provider"], team, project)),
                            ("usage_daily_user", (day, e["user"] or "", team, project))):
