@@ -145,7 +145,9 @@ async def test_a_dead_gateways_reservations_are_reclaimed_exactly_once(tmp_path:
     store = await Store.open(tmp_path / "p.db")
     try:
         await BudgetService(store).set_budget("team", "t", "month", hard_limit_usd="1")
-        dead, alive = Enforcer(store, ttl=0, lease_ttl=0.2), Enforcer(store, ttl=0, lease_ttl=60)
+        # per-request reservations (slices=False): exact amounts; tests/test_budget_slices.py covers slices
+        dead = Enforcer(store, ttl=0, lease_ttl=0.2, slices=False)
+        alive = Enforcer(store, ttl=0, lease_ttl=60, slices=False)
         await dead.start_leases()
         found = await dead.applicable(None, None, "t", None)
         held = [await dead.reserve(found, 3_000_000) for _ in range(3)]
@@ -178,7 +180,7 @@ async def test_a_journal_replays_once_and_books_only_what_was_not_recorded(tmp_p
     store = await Store.open(tmp_path / "p.db")
     try:
         await BudgetService(store).set_budget("team", "t", "month", hard_limit_usd="1")
-        enf = Enforcer(store, ttl=0, lease_ttl=60)
+        enf = Enforcer(store, ttl=0, lease_ttl=60, slices=False)  # exact per-request amounts
         await enf.start_leases()
         found = await enf.applicable(None, None, "t", None)
         spool = Spool(tmp_path / "spool")

@@ -503,6 +503,7 @@ class Gateway:
             await self._forward(scope, receive, send, r, data, d)
         finally:
             if r.reservation is not None:  # settled in batches off the request path; never lost on cancel
+                self.enforcer.finish(r.reservation, r.actual_pico)
                 self._settle_queue.append((r.reservation, r.actual_pico, r.actual_tokens))
                 if len(self._settle_queue) >= SETTLE_BATCH:
                     self._settle_wake.set()
@@ -917,6 +918,8 @@ class Gateway:
             cost = self.service.catalog.cost(d.model.name, tokens, r.ts)  # type: ignore[union-attr]
             r.actual_pico = to_picodollars(cost.usd) if cost.usd is not None else 0
             r.actual_tokens = tokens.input_tokens + tokens.output_tokens
+        if r.reservation is not None and self.enforcer is not None:
+            self.enforcer.finish(r.reservation, r.actual_pico)  # its estimate is free for the next request now
         self.recorder.record(Outcome(
             id=r.id, ts=r.ts, task_type=d.task_type, model=d.model.name, provider=d.model.provider, tokens=tokens,
             status=status, latency_ms=latency, upstream_ms=r.upstream_s * 1000,
