@@ -275,6 +275,10 @@ class Gateway:
                 return
             try:
                 await handler(scope, receive, send)
+            except RecursionError:  # a body nested deeper than the code handling it can walk: the caller's fault
+                log.warning("refused a request nested too deeply to process on %s", scope["path"])
+                with contextlib.suppress(Exception):  # the response may have started already
+                    await _error_for(scope, send, WireError(400, "invalid_request", TOO_DEEP))
             except Exception:  # a bug: log it, answer 500 without the traceback
                 log.exception("gateway handler failed")
                 with contextlib.suppress(Exception):  # the response may have started already
@@ -375,12 +379,12 @@ class Gateway:
             return
         try:
             body = await _read_body(receive)
-            data = json.loads(body)
+            data = _loads(body)
         except _TooLarge:
             await _error_for(scope, send, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
             return
         except (ValueError, UnicodeDecodeError) as e:
-            await _error_for(scope, send, WireError(400, "invalid_request", f"the request body is not valid JSON: {e}"))
+            await _error_for(scope, send, WireError(400, "invalid_request", _bad_json(e)))
             return
         problem = _shape_problem(data)
         if problem:
@@ -459,12 +463,12 @@ class Gateway:
         try:
             body = await _read_body(receive)
             r.body_bytes = len(body)
-            data = json.loads(body)
+            data = _loads(body)
         except _TooLarge:
             await self._refuse(send, r, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
             return
         except (ValueError, UnicodeDecodeError) as e:
-            await self._refuse(send, r, WireError(400, "invalid_request", f"the request body is not valid JSON: {e}"))
+            await self._refuse(send, r, WireError(400, "invalid_request", _bad_json(e)))
             return
         problem = _shape_problem(data, "input" if fmt is responses_format else "messages")
         if problem:
@@ -516,6 +520,11 @@ class Gateway:
         header = r.header(b"x-prism-batch")
         if not header and not self.batches.task_types:
             return False
+        try:
+            BatchService.header_asks(header)
+        except InvalidInput as e:
+            await self._error(send, r, WireError(400, "invalid_request", str(e)), record=True)
+            return True
         if r.fmt is responses_format:  # the batch queue keeps Chat Completions and Messages requests only
             if BatchService.header_asks(header):
                 await self._error(send, r, WireError(400, "invalid_request", "X-Prism-Batch is not supported on "
@@ -719,7 +728,7 @@ class Gateway:
                 out = json.dumps(r.fmt.render_response(parsed, r.decision.model.name), separators=(",", ":")).encode()
                 if r.response_text is not None:
                     r.response_text.append(parsed.text())
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             await self._error(send, r, WireError(502, "provider_error", f"the provider sent a response that is not "
                                                  f"valid {pfmt.__name__.rsplit('.', 1)[-1]} JSON ({e})"), record=True)
             return
@@ -1016,14 +1025,14 @@ class _PassthroughUsage:
         """Take usage from this event; True when it is an OpenAI usage-only chunk."""
         if self.fmt is responses_format:  # usage rides on the terminal event's response object
             if event in responses_format.TERMINAL_EVENTS:
-                with contextlib.suppress(ValueError, AttributeError):
+                with contextlib.suppress(ValueError, AttributeError, RecursionError):
                     self.usage = responses_format.usage_of(json.loads(data).get("response") or {})
             return False
         if self.fmt is anthropic_format:
             if event == "message_start" or event == "message_delta":
                 try:
                     obj = json.loads(data)
-                except ValueError:
+                except (ValueError, RecursionError):
                     return False
                 u = (obj.get("message") or {}).get("usage") if event == "message_start" else obj.get("usage")
                 if isinstance(u, dict):
@@ -1034,7 +1043,7 @@ class _PassthroughUsage:
             return False
         try:
             obj = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
             self.usage = openai_format.usage_of(obj)
@@ -1046,7 +1055,7 @@ class _PassthroughUsage:
         for event, data in events:
             try:
                 obj = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if self.fmt is responses_format:
                 if event == "response.output_text.delta" and isinstance(obj.get("delta"), str):
@@ -1090,6 +1099,26 @@ async def _disconnected(receive: Receive) -> None:
 # ---------------------------------------------------------------- ASGI helpers
 class _TooLarge(Exception):
     pass
+
+
+TOO_DEEP = ("the request body is nested too deeply (arrays or objects inside each other hundreds of levels "
+            "deep): no API request needs that; send the messages flat, as the API documents them")
+
+
+class _TooDeep(ValueError):
+    pass
+
+
+def _loads(body: bytes) -> Any:
+    """The JSON of a request body; ValueError (never RecursionError) for one nested too deeply to parse."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise _TooDeep(TOO_DEEP) from None
+
+
+def _bad_json(e: Exception) -> str:
+    return str(e) if isinstance(e, _TooDeep) else f"the request body is not valid JSON: {e}"
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
