@@ -137,12 +137,13 @@ def _event(db: Path, rid: str) -> dict[str, Any] | None:
 @FUZZ
 @given(req=requests())
 def test_every_gateway_endpoint_answers_hostile_input_clearly(gw: tuple[RunningGateway, _Tracebacks],
+                                                            fake: FakeProviders,
                                                             req: tuple[str, bytes, dict[str, str]]) -> None:
     g, tracebacks = gw
     tracebacks.found.clear()  # each example is judged on its own
     path, raw, headers = req
     db = g.settings.db_path
-    before = _counts(db)
+    before, calls = _counts(db), len(fake.calls)
     with httpx.Client(timeout=30) as client:
         r = client.post(f"{g.url}{path}", content=raw, headers=headers)
         text = r.text
@@ -163,5 +164,7 @@ def test_every_gateway_endpoint_answers_hostile_input_clearly(gw: tuple[RunningG
         time.sleep(0.1)  # the recorder's flush interval is 0.05 s
         assert _counts(db) == before, "a refused request stored something beyond its record"
         if rid and (ev := _event(db, rid)) is not None:
-            assert ev["status"] != "ok" and not ev["cost_pico"] and not ev["samples"], ev  # a refusal, costing nothing
+            assert ev["status"] != "ok" and not ev["cost_pico"], ev  # a record of the error, costing nothing
+            if len(fake.calls) == calls:  # refused by the gateway itself (not an upstream's 4xx): no prompt kept
+                assert not ev["samples"], ev
     assert not tracebacks.found, tracebacks.found
