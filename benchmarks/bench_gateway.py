@@ -6,7 +6,11 @@
 
 Layout (2 cores): every gateway is pinned to core 0 (`taskset -c 0`); the fake upstream
 (`benchmarks/fake_upstream.py`) and the load generator run on core 1. For each target (direct, prism,
-litellm) x mode (non-streaming, streaming) x concurrency (1, 32, 128): a warm-up, then N requests.
+litellm) x mode x concurrency (1, 32, 128): a warm-up, then N requests. Modes: `nonstream`/`stream` (Chat
+Completions, streaming with `stream_options.include_usage`), `responses`/`responses-stream` (OpenAI's
+Responses API, as Codex CLI speaks it) and `claude`/`claude-stream` (a Claude-Code-shaped `/v1/messages`
+request: ~10 KB of `<system-reminder>` blocks before the person's words in the last user turn and a
+`role: "system"` message mid-conversation, shaped after `tests/data/claude_code_2.1.197_request.json`).
 Measured: req/s, latency p50/p95/p99 (full response, so a streamed body is read to the end), time to
 first byte, CPU ms per request of the gateway process tree (utime+stime from /proc/<pid>/stat, summed
 over the process and its descendants, plus reaped children) and its resident memory. For `direct`
@@ -49,16 +53,80 @@ HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LITELLM_KEY = "sk-bench-" + "0123456789abcdef" * 2  # LiteLLM >= 1.108 refuses to start without a master key
-MODES = ("nonstream", "stream")
+MODES = ("nonstream", "stream", "responses", "responses-stream", "claude", "claude-stream")
+CLAUDE_MODEL = "claude-opus-4-8"  # Claude Code 2.1.197's default model, as captured
 PROMPT = "Classify this support ticket: the printer on floor 3 is jammed again."
 # Requests per cell at scale 1.0: (c=1, c>1). LiteLLM does ~40-100 req/s, so it gets fewer.
 COUNTS = {"direct": (2000, 5000), "prism": (2000, 5000), "litellm": (300, 1000)}
 TARGETS = {  # thresholds the prism gateway is held to
-    "added_p50_ms": 1.0, "cpu_ms_nonstream": 1.0, "cpu_ms_stream": 2.0, "throughput_ratio": 10.0,
+    "added_p50_ms": 1.0, "cpu_ms_nonstream": 1.0, "cpu_ms_stream": 2.0, "throughput_ratio": 50.0,
+    "cpu_ms_nonstream_key": 0.5,  # issue 16: with a virtual key and a team budget (--prism-key)
 }
 
 
-def body(model: str, stream: bool) -> bytes:
+def is_stream(mode: str) -> bool:
+    return mode.endswith("stream") and mode != "nonstream"
+
+
+def path_of(mode: str) -> str:
+    return "/v1/responses" if mode.startswith("responses") else "/v1/messages" if mode.startswith("claude") \
+        else "/v1/chat/completions"
+
+
+def _reminders(size: int = 10_000) -> str:
+    """Claude Code's `<system-reminder>` blocks (context, CLAUDE.md, skills, todo nags) to about `size` chars."""
+    parts = ["<system-reminder>\nAs you answer the user's questions, you can use the following context:\n"
+             "# currentDate\nToday's date is 2026-12-03.\n\n      IMPORTANT: this context may or may not be "
+             "relevant to your tasks. You should not respond to this context unless it is highly relevant to "
+             "your task.\n</system-reminder>\n"]
+    i = 0
+    while sum(map(len, parts)) < size:
+        i += 1
+        parts.append(f"<system-reminder>\n# claudeMd (part {i})\nCodebase and user instructions are shown below. "
+                     "Be sure to adhere to these instructions. IMPORTANT: These instructions OVERRIDE any default "
+                     "behavior and you MUST follow them exactly as written.\n- Run the tests you touch with "
+                     "`.venv/bin/python -m pytest -q tests/test_x.py -x`; keep `ruff check .` clean.\n- Money "
+                     "is Decimal everywhere; errors are PrismError subclasses. Launch independent agents so they "
+                     "run concurrently.\n- The following skills are available: review, security-review, init, "
+                     "simplify, loop, schedule.\n</system-reminder>\n")
+    return "".join(parts)
+
+
+REMINDERS = _reminders()
+
+
+def claude_body(stream: bool) -> dict:
+    """A Claude-Code-shaped request (see tests/data/claude_code_2.1.197_request.json)."""
+    system = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197.04a; cc_entrypoint=sdk-cli;"},
+              {"type": "text", "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK.",
+               "cache_control": {"type": "ephemeral"}},
+              {"type": "text", "text": "You are an interactive agent that helps users with software engineering "
+               "tasks. " * 40, "cache_control": {"type": "ephemeral"}}]
+    tools = [{"name": n, "description": f"The {n} tool.", "input_schema": {"type": "object", "properties": {}}}
+             for n in ("Agent", "Bash", "Edit", "Glob", "Grep", "Read", "TodoWrite", "WebFetch", "Write")]
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "look at billing/invoice.py"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "It parses invoices from CSV rows."}]},
+        {"role": "system", "content": "Available agent types for the Agent tool:\n- claude: Catch-all for any "
+         "task that doesn't fit a more specific agent. (Tools: *)\n- Explore: Read-only search agent."},
+        {"role": "user", "content": [{"type": "text", "text": REMINDERS},
+                                     {"type": "text", "text": "write unit tests for the invoice parser",
+                                      "cache_control": {"type": "ephemeral"}}]},
+    ]
+    b: dict = {"model": CLAUDE_MODEL, "max_tokens": 64000, "thinking": {"type": "adaptive"},
+               "output_config": {"effort": "high"}, "system": system, "tools": tools, "messages": messages,
+               "metadata": {"user_id": "user_bench_account__session_0000"}}
+    return b | ({"stream": True} if stream else {})
+
+
+def body(model: str, mode: str) -> bytes:
+    stream = is_stream(mode)
+    if mode.startswith("claude"):
+        return json.dumps(claude_body(stream)).encode()
+    if mode.startswith("responses"):
+        r: dict = {"model": model, "input": [{"role": "user", "content": [{"type": "input_text", "text": PROMPT}]}],
+                   "max_output_tokens": 64, "store": False}
+        return json.dumps(r | ({"stream": True} if stream else {})).encode()
     b: dict = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64}
     if stream:
         b |= {"stream": True, "stream_options": {"include_usage": True}}
@@ -267,7 +335,6 @@ def pct(values: list[float], p: float) -> float | None:
 class Target:
     name: str
     port: int
-    path: str = "/v1/chat/completions"
     headers: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None  # the process whose tree is measured
     model: str = "gpt-5-nano"
@@ -316,14 +383,22 @@ def tail(log: Path | None, lines: int = 15) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def check_response(t: Target, stream: bool) -> str | None:
-    """One request with a plain client: returns None when the answer looks like a chat completion, else why not."""
+def check_response(t: Target, mode: str) -> str | None:
+    """One request with a plain client: returns None when the answer looks like that API's answer, else why not."""
     conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=30)
-    conn.request("POST", t.path, body(t.model, stream), {"content-type": "application/json", **t.headers})
+    conn.request("POST", path_of(mode), body(t.model, mode), {"content-type": "application/json", **t.headers})
     r = conn.getresponse()
     data = r.read()
     if r.status != 200:
         return f"HTTP {r.status}: {data[:300]!r}"
+    stream = is_stream(mode)
+    if mode.startswith(("responses", "claude")):
+        text = data.decode(errors="replace")
+        need = (["response.output_text.delta", "response.completed", '"usage"'] if mode == "responses-stream" else
+                ["content_block_delta", "message_delta", "message_stop"] if mode == "claude-stream" else
+                ['"output_text"', '"usage"'] if mode == "responses" else ['"type":"message"', '"usage"'])
+        missing = [n for n in need if n not in text.replace('": "', '":"')]
+        return f"answer lacks {missing}: {text[:300]!r}" if missing else None
     if stream:
         text = data.decode(errors="replace")
         if "data: [DONE]" not in text or '"content"' not in text:
@@ -370,12 +445,15 @@ def start_prism(python: str, upstream: int, model: str, workdir: Path, core: int
     home.mkdir()
     env = {**os.environ, "PRISM_HOME": str(home), "OPENAI_API_KEY": "fake-key", **extra_env}
     lines = ["[providers.openai]", f'base_url = "http://127.0.0.1:{upstream}/v1"', ""]
+    # the Claude-Code-shaped modes go to Anthropic's format, passed through untranslated
+    lines += ["[providers.anthropic]", f'base_url = "http://127.0.0.1:{upstream}/v1"', ""]
+    env.setdefault("ANTHROPIC_API_KEY", "fake-key")
     if model == "auto":
         # routing may pick any provider: point them all at the fake (which only speaks OpenAI format, so a
         # non-OpenAI-format pick shows up as errors in the table) and give each a key
         shipped = tomllib.loads((ROOT / "mcp_prism" / "data" / "catalog.toml").read_text(encoding="utf-8"))
         for name, p in shipped.get("providers", {}).items():
-            if name == "openai":
+            if name in ("openai", "anthropic"):
                 continue
             lines += [f"[providers.{name}]", f'base_url = "http://127.0.0.1:{upstream}/v1"', ""]
             if p.get("api_key_env"):
@@ -406,7 +484,9 @@ def start_litellm(python: str, upstream: int, workdir: Path, core: int) -> tuple
     cfg = workdir / "litellm.yaml"
     cfg.write_text(
         "model_list:\n  - model_name: gpt-5-nano\n    litellm_params:\n      model: openai/gpt-5-nano\n"
-        f"      api_base: http://127.0.0.1:{upstream}/v1\n      api_key: fake\n", encoding="utf-8")
+        f"      api_base: http://127.0.0.1:{upstream}/v1\n      api_key: fake\n"
+        f"  - model_name: {CLAUDE_MODEL}\n    litellm_params:\n      model: anthropic/{CLAUDE_MODEL}\n"
+        f"      api_base: http://127.0.0.1:{upstream}\n      api_key: fake\n", encoding="utf-8")
     port = free_port()
     if not port_free(port):  # LiteLLM silently moves to another port when its port is taken
         return None, f"litellm skipped: port {port} is taken"
@@ -428,7 +508,8 @@ def start_litellm(python: str, upstream: int, workdir: Path, core: int) -> tuple
 # ---------------------------------------------------------------------------------------- the run
 
 def run_cell(t: Target, mode: str, c: int, n: int, loadgen: str, workdir: Path) -> dict:
-    payload = body(t.model, mode == "stream")
+    payload = body(t.model, mode)
+    path = path_of(mode)
     use_hey = loadgen == "hey" or (loadgen == "auto" and c > 1 and shutil.which("hey"))
     tool = "hey" if use_hey else "builtin"
     pfile = workdir / f"body-{t.name}-{mode}.json"
@@ -436,8 +517,8 @@ def run_cell(t: Target, mode: str, c: int, n: int, loadgen: str, workdir: Path) 
 
     def load(k: int) -> LoadResult:
         if use_hey:
-            return run_hey(t.port, t.path, pfile, t.headers, k, c)
-        return run_builtin(t.port, t.path, payload, t.headers, k, c)
+            return run_hey(t.port, path, pfile, t.headers, k, c)
+        return run_builtin(t.port, path, payload, t.headers, k, c)
 
     load(max(min(c, n), n // 10))  # warm-up at this concurrency: connections, caches, lazily built paths
     cpu0 = tree_cpu_s(t.proc.pid) if t.proc else 0.0
@@ -472,7 +553,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def summarise(rows: list[dict]) -> tuple[dict, list[str]]:
+def summarise(rows: list[dict], key: bool = False) -> tuple[dict, list[str]]:
     by = {(r["target"], r["mode"], r["concurrency"]): r for r in rows}
     summary: dict = {}
     lines = []
@@ -499,8 +580,11 @@ def summarise(rows: list[dict]) -> tuple[dict, list[str]]:
         if (v := summary.get(f"prism.{mode}.added_p50_ms")) is not None:
             checks.append((f"added p50 {mode} <= {TARGETS['added_p50_ms']} ms", v <= TARGETS["added_p50_ms"]))
         if (v := summary.get(f"prism.{mode}.cpu_ms_per_req_max")) is not None:
-            limit = TARGETS[f"cpu_ms_{mode}"]
+            limit = TARGETS["cpu_ms_stream" if is_stream(mode) else "cpu_ms_nonstream"]
             checks.append((f"CPU/request {mode} <= {limit} ms", v <= limit))
+            if key and not is_stream(mode):
+                limit = TARGETS["cpu_ms_nonstream_key"]
+                checks.append((f"CPU/request {mode} with a key and a budget <= {limit} ms", v <= limit))
     ratios = [v for k, v in summary.items() if k.startswith("throughput_ratio.") and not k.endswith(".c1")]
     if ratios:
         checks.append((f"throughput >= {TARGETS['throughput_ratio']}x LiteLLM at c>1 (min {min(ratios):.1f}x)",
@@ -513,7 +597,7 @@ def summarise(rows: list[dict]) -> tuple[dict, list[str]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="direct,prism,litellm", help="comma list of direct, prism, litellm")
-    ap.add_argument("--modes", default=",".join(MODES), help="comma list of nonstream, stream")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma list of " + ", ".join(MODES))
     ap.add_argument("--concurrency", default="1,32,128", help="comma list of concurrency levels")
     ap.add_argument("--requests-scale", type=float, default=1.0, help="multiply every request count (0.2 = quick)")
     ap.add_argument("--loadgen", choices=("auto", "hey", "builtin"), default="auto")
@@ -568,19 +652,18 @@ def main() -> int:
                     print(note, file=sys.stderr, flush=True)
                     continue
                 try:
-                    bad = False
+                    good = []
                     for mode in modes:
                         for _ in range(20):  # first requests pay lazy imports (LiteLLM: ~1 s)
-                            if why := check_response(target, mode == "stream"):
+                            if why := check_response(target, mode):
                                 break
-                        if why:
-                            notes.append(f"{name} {mode}: response check failed: {why}")
+                        if why:  # that mode is skipped for this target; the others still run
+                            notes.append(f"{name} {mode}: response check failed, mode skipped: {why}\n"
+                                         f"log tail:\n{tail(target.log, 8)}")
                             print(notes[-1], file=sys.stderr, flush=True)
-                            bad = True
-                    if bad:
-                        notes.append(f"{name} log tail:\n{tail(target.log)}")
-                        continue
-                    for mode in modes:
+                        else:
+                            good.append(mode)
+                    for mode in good:
                         for c in levels:
                             n1, nc = COUNTS[name]
                             # a multiple of c: hey sends n // c requests per worker and drops the rest
@@ -608,7 +691,7 @@ def main() -> int:
         finally:
             stop(upstream)
 
-    summary, lines = summarise(rows)
+    summary, lines = summarise(rows, args.prism_key)
     print(f"\n## Gateway benchmark ({os.cpu_count()} cores; gateways on core {args.gateway_core}, "
           f"upstream + load on core {args.client_core})\n")
     print(table(rows))

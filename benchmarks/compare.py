@@ -73,14 +73,14 @@ def gateway(tree: Path, key: bool, scale: float) -> dict[str, float | None]:
             "--requests-scale", str(scale), "--out", str(out)] + (["--prism-key"] if key else [])
     run(tree, args, 1200)
     label = "gateway+key" if key else "gateway"
-    names = [f"{label} {m} CPU/request max (ms)" for m in ("nonstream", "stream")]
-    names += [f"{label} {m} added p50 c=1 (ms)" for m in ("nonstream", "stream")]
+    modes = ("nonstream", "stream", "responses", "responses-stream", "claude", "claude-stream")
+    figures = {f"{label} {m} CPU/request max (ms)": f"prism.{m}.cpu_ms_per_req_max" for m in modes}
+    figures |= {f"{label} {m} added p50 c=1 (ms)": f"prism.{m}.added_p50_ms" for m in modes}
     if not out.exists():
-        return dict.fromkeys(names)
+        return dict.fromkeys(figures)
     s = json.loads(out.read_text())["summary"]
     out.unlink()
-    return {names[0]: s.get("prism.nonstream.cpu_ms_per_req_max"), names[1]: s.get("prism.stream.cpu_ms_per_req_max"),
-            names[2]: s.get("prism.nonstream.added_p50_ms"), names[3]: s.get("prism.stream.added_p50_ms")}
+    return {name: s.get(k) for name, k in figures.items()}
 
 
 LOWER_IS_BETTER = {"CPU/request", "added p50", "p50 (", "p99 ("}

@@ -145,7 +145,9 @@ async def test_a_dead_gateways_reservations_are_reclaimed_exactly_once(tmp_path:
     store = await Store.open(tmp_path / "p.db")
     try:
         await BudgetService(store).set_budget("team", "t", "month", hard_limit_usd="1")
-        dead, alive = Enforcer(store, ttl=0, lease_ttl=0.2), Enforcer(store, ttl=0, lease_ttl=60)
+        # per-request reservations (slices=False): exact amounts; tests/test_budget_slices.py covers slices
+        dead = Enforcer(store, ttl=0, lease_ttl=0.2, slices=False)
+        alive = Enforcer(store, ttl=0, lease_ttl=60, slices=False)
         await dead.start_leases()
         found = await dead.applicable(None, None, "t", None)
         held = [await dead.reserve(found, 3_000_000) for _ in range(3)]
@@ -178,7 +180,7 @@ async def test_a_journal_replays_once_and_books_only_what_was_not_recorded(tmp_p
     store = await Store.open(tmp_path / "p.db")
     try:
         await BudgetService(store).set_budget("team", "t", "month", hard_limit_usd="1")
-        enf = Enforcer(store, ttl=0, lease_ttl=60)
+        enf = Enforcer(store, ttl=0, lease_ttl=60, slices=False)  # exact per-request amounts
         await enf.start_leases()
         found = await enf.applicable(None, None, "t", None)
         spool = Spool(tmp_path / "spool")
@@ -208,3 +210,16 @@ async def test_a_journal_replays_once_and_books_only_what_was_not_recorded(tmp_p
         assert await rec2.replay() == 0 and list((tmp_path / "spool").glob("spool-*.jsonl")) == [spool2.path]
     finally:
         await store.close()
+
+
+def test_an_object_where_a_count_belongs_is_a_bad_count_not_a_crash() -> None:
+    """Found by tests/test_gateway_fuzz.py: `"input_tokens": {"x": 1}` from an Anthropic-format upstream was
+    kept as a nested block and the streamed usage sum raised TypeError (a 500 and a traceback)."""
+    from mcp_prism.providers.formats import anthropic as anthropic_format
+    from mcp_prism.providers.usage_check import sane_block
+
+    clean, bad = sane_block({"input_tokens": {"x": 1}, "output_tokens": 5,
+                             "cache_creation": {"ephemeral_1h_input_tokens": 2}})
+    assert bad and clean == {"output_tokens": 5, "cache_creation": {"ephemeral_1h_input_tokens": 2}}
+    u = anthropic_format.usage_of({"usage": {"input_tokens": {"x": 1}, "output_tokens": 5}})
+    assert u.invalid and u.output_tokens == 5

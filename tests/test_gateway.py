@@ -335,6 +335,34 @@ def test_unknown_model_and_bad_bodies_get_clear_errors_in_the_clients_format(gw:
     assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_deeply_nested_json_is_a_clear_400_in_the_clients_format(gw: RunningGateway) -> None:
+    """Issue 12 case 10: a body nested past the JSON parser's recursion limit answered 500."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"):
+        r = httpx.post(f"{gw.url}{path}", content=deep)
+        assert r.status_code == 400, (path, r.status_code, r.text[:200])
+        assert "nested too deeply" in r.json()["error"]["message"]
+        assert (r.json().get("type") == "error") == path.startswith("/v1/messages")
+    inner = json.loads("[" * 800 + "]" * 800)  # parses, but deeper than the code translating it can walk
+    r = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "claude-haiku-4-5",
+                                                          "messages": [{"role": "user", "content": inner}]})
+    assert r.status_code == 400 and "error" in r.json(), r.text[:300]
+    assert httpx.get(f"{gw.url}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "2", "Y"])
+def test_batch_header_takes_only_its_documented_true_values(gw: RunningGateway, value: str) -> None:
+    """Issue 12 case 18: `X-Prism-Batch: yes` was taken as true; only 1/true ask, 0/false decline."""
+    r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"X-Prism-Batch": value}, json={
+        "model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "summarise the week"}]})
+    assert r.status_code == 400 and "X-Prism-Batch must be 1 or true" in r.json()["error"]["message"]
+    assert gw.event(_rid(r.headers))["status"] == "invalid_request"
+    for no in ("0", "false"):
+        r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"X-Prism-Batch": no}, json={
+            "model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "summarise the week"}]})
+        assert r.status_code == 200  # answered now
+
+
 def test_a_new_model_name_passes_through_and_is_recorded(gw: RunningGateway, fake: FakeProviders) -> None:
     """Claude Code 2.1.197's default model (claude-opus-4-8) is not in the shipped catalog: it is served
     and priced from genai-prices; a name genai-prices does not know is served and recorded unpriced."""

@@ -275,6 +275,10 @@ class Gateway:
                 return
             try:
                 await handler(scope, receive, send)
+            except RecursionError:  # a body nested deeper than the code handling it can walk: the caller's fault
+                log.warning("refused a request nested too deeply to process on %s", scope["path"])
+                with contextlib.suppress(Exception):  # the response may have started already
+                    await _error_for(scope, send, WireError(400, "invalid_request", TOO_DEEP))
             except Exception:  # a bug: log it, answer 500 without the traceback
                 log.exception("gateway handler failed")
                 with contextlib.suppress(Exception):  # the response may have started already
@@ -375,12 +379,12 @@ class Gateway:
             return
         try:
             body = await _read_body(receive)
-            data = json.loads(body)
+            data = _loads(body)
         except _TooLarge:
             await _error_for(scope, send, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
             return
         except (ValueError, UnicodeDecodeError) as e:
-            await _error_for(scope, send, WireError(400, "invalid_request", f"the request body is not valid JSON: {e}"))
+            await _error_for(scope, send, WireError(400, "invalid_request", _bad_json(e)))
             return
         problem = _shape_problem(data)
         if problem:
@@ -459,12 +463,12 @@ class Gateway:
         try:
             body = await _read_body(receive)
             r.body_bytes = len(body)
-            data = json.loads(body)
+            data = _loads(body)
         except _TooLarge:
             await self._refuse(send, r, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
             return
         except (ValueError, UnicodeDecodeError) as e:
-            await self._refuse(send, r, WireError(400, "invalid_request", f"the request body is not valid JSON: {e}"))
+            await self._refuse(send, r, WireError(400, "invalid_request", _bad_json(e)))
             return
         problem = _shape_problem(data, "input" if fmt is responses_format else "messages")
         if problem:
@@ -503,6 +507,7 @@ class Gateway:
             await self._forward(scope, receive, send, r, data, d)
         finally:
             if r.reservation is not None:  # settled in batches off the request path; never lost on cancel
+                self.enforcer.finish(r.reservation, r.actual_pico)
                 self._settle_queue.append((r.reservation, r.actual_pico, r.actual_tokens))
                 if len(self._settle_queue) >= SETTLE_BATCH:
                     self._settle_wake.set()
@@ -515,6 +520,11 @@ class Gateway:
         header = r.header(b"x-prism-batch")
         if not header and not self.batches.task_types:
             return False
+        try:
+            BatchService.header_asks(header)
+        except InvalidInput as e:
+            await self._error(send, r, WireError(400, "invalid_request", str(e)), record=True)
+            return True
         if r.fmt is responses_format:  # the batch queue keeps Chat Completions and Messages requests only
             if BatchService.header_asks(header):
                 await self._error(send, r, WireError(400, "invalid_request", "X-Prism-Batch is not supported on "
@@ -718,7 +728,7 @@ class Gateway:
                 out = json.dumps(r.fmt.render_response(parsed, r.decision.model.name), separators=(",", ":")).encode()
                 if r.response_text is not None:
                     r.response_text.append(parsed.text())
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             await self._error(send, r, WireError(502, "provider_error", f"the provider sent a response that is not "
                                                  f"valid {pfmt.__name__.rsplit('.', 1)[-1]} JSON ({e})"), record=True)
             return
@@ -917,6 +927,8 @@ class Gateway:
             cost = self.service.catalog.cost(d.model.name, tokens, r.ts)  # type: ignore[union-attr]
             r.actual_pico = to_picodollars(cost.usd) if cost.usd is not None else 0
             r.actual_tokens = tokens.input_tokens + tokens.output_tokens
+        if r.reservation is not None and self.enforcer is not None:
+            self.enforcer.finish(r.reservation, r.actual_pico)  # its estimate is free for the next request now
         self.recorder.record(Outcome(
             id=r.id, ts=r.ts, task_type=d.task_type, model=d.model.name, provider=d.model.provider, tokens=tokens,
             status=status, latency_ms=latency, upstream_ms=r.upstream_s * 1000,
@@ -1014,14 +1026,14 @@ class _PassthroughUsage:
         """Take usage from this event; True when it is an OpenAI usage-only chunk."""
         if self.fmt is responses_format:  # usage rides on the terminal event's response object
             if event in responses_format.TERMINAL_EVENTS:
-                with contextlib.suppress(ValueError, AttributeError):
+                with contextlib.suppress(ValueError, AttributeError, RecursionError):
                     self.usage = responses_format.usage_of(json.loads(data).get("response") or {})
             return False
         if self.fmt is anthropic_format:
             if event == "message_start" or event == "message_delta":
                 try:
                     obj = json.loads(data)
-                except ValueError:
+                except (ValueError, RecursionError):
                     return False
                 u = (obj.get("message") or {}).get("usage") if event == "message_start" else obj.get("usage")
                 if isinstance(u, dict):
@@ -1032,7 +1044,7 @@ class _PassthroughUsage:
             return False
         try:
             obj = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
             self.usage = openai_format.usage_of(obj)
@@ -1044,7 +1056,7 @@ class _PassthroughUsage:
         for event, data in events:
             try:
                 obj = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if self.fmt is responses_format:
                 if event == "response.output_text.delta" and isinstance(obj.get("delta"), str):
@@ -1088,6 +1100,26 @@ async def _disconnected(receive: Receive) -> None:
 # ---------------------------------------------------------------- ASGI helpers
 class _TooLarge(Exception):
     pass
+
+
+TOO_DEEP = ("the request body is nested too deeply (arrays or objects inside each other hundreds of levels "
+            "deep): no API request needs that; send the messages flat, as the API documents them")
+
+
+class _TooDeep(ValueError):
+    pass
+
+
+def _loads(body: bytes) -> Any:
+    """The JSON of a request body; ValueError (never RecursionError) for one nested too deeply to parse."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise _TooDeep(TOO_DEEP) from None
+
+
+def _bad_json(e: Exception) -> str:
+    return str(e) if isinstance(e, _TooDeep) else f"the request body is not valid JSON: {e}"
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

@@ -131,7 +131,8 @@ class Recorder:
         self._pending.append(outcome)
         if len(self._pending) >= self.batch_size:
             self._wake.set()
-        elif outcome.reservation is not None and not self._soon and self._task is not None:
+        elif (outcome.reservation is not None and not outcome.reservation.sliced and not self._soon
+              and self._task is not None):
             self._soon = True  # its estimate stays reserved until then: release it soon
             asyncio.get_running_loop().call_later(self.settle_interval, self._wake.set)
 
@@ -254,7 +255,7 @@ class Recorder:
             found = [(self.enforcer.by_id.get(i), w) for i, w in zip(settle["budgets"], settle["windows"], strict=True)]
             found = [(b, w) for b, w in found if b is not None]  # a budget removed since: nothing to book
             o.reservation = Reservation([b for b, _ in found], int(settle["estimate"]), [w for _, w in found],
-                                        holder=settle["holder"])
+                                        holder=settle["holder"], sliced=bool(settle.get("sliced")))
             o.actual_pico, o.actual_tokens = int(settle["actual"]), int(settle["tokens"])
         return o
 

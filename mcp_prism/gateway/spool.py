@@ -170,7 +170,8 @@ def encode(o: Outcome) -> bytes:
     }
     if res is not None and res.windows:
         rec["settle"] = {"holder": res.holder, "budgets": [b.id for b in res.money()], "windows": res.windows,
-                         "estimate": res.estimate, "actual": o.actual_pico, "tokens": o.actual_tokens}
+                         "estimate": res.estimate, "actual": o.actual_pico, "tokens": o.actual_tokens,
+                         "sliced": res.sliced}
     return json.dumps(rec, separators=(",", ":")).encode() + b"\n"
 
 

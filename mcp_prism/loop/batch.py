@@ -191,8 +191,17 @@ class BatchService:
     # ---------------------------------------------------------------- decisions for the gateway
     @staticmethod
     def header_asks(header: str | None) -> bool:
-        """True for an `X-Prism-Batch` header that asks for batch (1, true, yes)."""
-        return header is not None and header.strip().lower() in ("1", "true", "yes")
+        """True for an `X-Prism-Batch` header that asks for batch (`1` or `true`, the documented values);
+        raise InvalidInput for a value that is neither those nor `0`/`false` (never guess: "yes", "on")."""
+        if header is None:
+            return False
+        value = header.strip().lower()
+        if value in ("1", "true"):
+            return True
+        if value in ("0", "false", ""):
+            return False
+        raise InvalidInput(f"X-Prism-Batch must be 1 or true to queue the request for the batch API "
+                           f"(0, false or no header to answer it now), not {header[:40]!r}")
 
     def wants_batch(self, task_type: str | None, header: str | None = None) -> bool:
         """True when the request asked for batch (`X-Prism-Batch: 1`) or its task type is configured as batch."""

@@ -38,7 +38,8 @@ def sane_block(raw: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     out: dict[str, Any] = {}
     bad = False
     for k, v in raw.items():
-        if isinstance(v, Mapping):
+        # an object where a count belongs (`"input_tokens": {...}`) is a bad count, not a nested block
+        if isinstance(v, Mapping) and not (isinstance(k, str) and k.endswith(("tokens", "Count"))):
             v, inner = sane_block(v)
             bad = bad or inner
         elif isinstance(k, str) and k.lower().endswith("details") and not isinstance(v, (list, type(None))):

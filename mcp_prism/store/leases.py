@@ -34,6 +34,17 @@ async def hold(conn: Any, holder: str, keys: list[tuple[int, str]], pico: int) -
         tuple(v for budget_id, window_start in keys for v in (holder, budget_id, window_start, pico)))
 
 
+async def hold_each(conn: Any, holder: str, amounts: list[tuple[int, str, int]]) -> None:
+    """Add each (budget_id, window_start, pico) to the holder's lease, in one statement, rows in the order
+    given (callers sort them: one lock order)."""
+    await conn.execute(
+        "INSERT INTO budget_leases (holder, budget_id, window_start, reserved_pico) VALUES "
+        + ", ".join("(?, ?, ?, ?)" for _ in amounts)
+        + " ON CONFLICT (holder, budget_id, window_start) "
+        "DO UPDATE SET reserved_pico = budget_leases.reserved_pico + excluded.reserved_pico",
+        tuple(v for budget_id, window_start, pico in amounts for v in (holder, budget_id, window_start, pico)))
+
+
 async def release(conn: Any, holder: str, budget_id: int, window_start: str, pico: int) -> bool:
     """Take `pico` off the holder's lease; False when the lease is gone (reclaimed: the budget's
     reservation was given back already and must not be again)."""

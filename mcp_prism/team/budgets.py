@@ -15,6 +15,20 @@ transactions as `budget_spend`. When a gateway is killed its holder expires, and
 surviving replica, or the restarted one) gives its reservations back. Settling goes through the
 lease too, so a reservation is given back exactly once, by its settle or by a reclaim.
 
+Slices (a gateway with leases): the request path does not write the database per request. A replica
+reserves a *slice* of each hard-limited budget at once (up to `SLICE_REQUESTS` estimates, at most
+1/`SLICE_SHARE` of the hard limit, never less than it needs), under its lease and by the same conditional
+UPDATE, and admits requests from it in memory while `in flight estimates + estimate <= slice`. When the
+slice runs short it is refilled (one transaction for all the request's budgets); when a full slice no
+longer fits under the limit, exactly what the request needs is asked for, so the last dollar is still
+usable. A finished request gives its estimate back to the slice at once and its actual cost (at most the
+estimate) is moved from reserved to spent with its usage record. So the database keeps
+`spent + reserved <= hard` at every commit, as before, across replicas, and the overshoot bound is the
+same: settled spend <= hard + sum over admitted requests of (actual - estimate)+, 0 when answers stay
+within their estimates. What slices cost instead is early refusal: another replica may be refused while
+this one holds an unused slice, at most min(SLICE_REQUESTS estimates, hard / SLICE_SHARE) per replica and
+budget; an idle slice is given back after a third of `lease_ttl`, a stopped or killed replica's by its lease.
+
 Rate limits (rpm, tpm) are sliding windows in this process: each gateway replica counts its own.
 The budget list is cached for `BUDGET_CACHE_TTL_S` seconds, so a new or changed budget reaches a running
 gateway within that time.
@@ -22,6 +36,7 @@ gateway within that time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -63,6 +78,8 @@ log = logging.getLogger(__name__)
 
 BUDGET_CACHE_TTL_S = 5.0
 LEASE_TTL_S = 30.0  # a killed gateway's reservations come back within this (plus a renewal interval)
+SLICE_REQUESTS = 64  # a replica reserves up to this many requests' estimates of a budget at once
+SLICE_SHARE = 16  # ... but never more than this fraction of the hard limit (bounds early refusal elsewhere)
 _COLUMNS = "id, scope, subject, period, soft_limit_usd, hard_limit_usd, rpm, tpm, downgrade"
 
 
@@ -223,17 +240,36 @@ class Reservation:
     windows: list[str] = field(default_factory=list)  # the window each money budget reserved in
     settled: bool = False
     holder: str | None = None  # the lease it is held under (None: an enforcer without leases)
+    sliced: bool = False  # admitted from this replica's slice: settling moves min(actual, estimate) to spent
+    finished: bool = False  # its estimate went back to the slice (in memory)
 
     def money(self) -> list[Budget]:
         return [b for b in self.budgets if b.money]
+
+
+@dataclass(slots=True)
+class _Slice:
+    """What this replica holds of one budget window: `held` is reserved under its lease (minus the costs of
+    finished requests whose settle is still to be written), `inflight` the estimates of admitted requests."""
+
+    held: int = 0
+    inflight: int = 0
+    used_at: float = 0.0
+    base: int = 0  # spend and other replicas' reservations as last read (for downgrades near the soft limit)
+
+    def free(self) -> int:
+        return self.held - self.inflight
 
 
 class Enforcer:
     """Budgets on the gateway's request path: cached budget list, rate windows, reserve and settle."""
 
     def __init__(self, store: Store, *, ttl: float = BUDGET_CACHE_TTL_S, lease_ttl: float = LEASE_TTL_S,
-                 on_level: Any = None, on_reject: Any = None) -> None:
+                 on_level: Any = None, on_reject: Any = None, slices: bool = True) -> None:
         self.store, self.ttl, self.lease_ttl = store, ttl, lease_ttl
+        self.slices = slices  # admit from pre-allocated slices once leases are on (see the module docstring)
+        self._slices: dict[tuple[int, str], _Slice] = {}
+        self._refill_lock = asyncio.Lock()
         self.holder: str | None = None  # set by start_leases (the gateway); None: reservations not leased
         self._renew_at = 0.0
         self._by_subject: dict[tuple[str, str], list[Budget]] = {}
@@ -296,7 +332,12 @@ class Enforcer:
         money = [b for b in budgets if b.money]
         res = Reservation(budgets, estimate, holder=self.holder)
         holder = self.holder
-        if money:
+        if money and holder is not None and self.slices:
+            when = now or utcnow()
+            windows = [window_key(window(b.period, when)[0]) for b in money]
+            await self._take(money, windows, estimate, when)
+            res.windows, res.sliced = windows, True
+        elif money:
             when = now or utcnow()
             windows = [window_key(window(b.period, when)[0]) for b in money]
 
@@ -343,6 +384,142 @@ class Enforcer:
                 self._rates[b.id].admit(mono)
         return res
 
+    async def _take(self, money: list[Budget], windows: list[str], estimate: int, when: datetime) -> None:
+        """Admit `estimate` on every budget from this replica's slices, refilling those that run short
+        (one refill at a time per replica: concurrent requests wait for it rather than each taking a slice)."""
+        keys = list(zip(money, windows, strict=True))
+        if self._needs(keys, estimate):
+            async with self._refill_lock:
+                for _ in range(8):  # a request admitted during the refill's await may take its room: again
+                    short = [(b, w) for b, w in keys if b.hard_pico is not None
+                             and self._slices.setdefault((b.id, w), _Slice()).free() < estimate]
+                    rows = [(b, w) for b, w in keys if (b.id, w) not in self._windows]
+                    if not short and not rows:
+                        break
+                    await self._refill(short, rows, estimate, when)
+                else:
+                    raise BudgetExceeded(money[0], "budget", f"{money[0].label()} is busy: requests at once took "
+                                         "its room first; retry in a second", 1.0)
+                self._admit(keys, estimate)
+                return
+        self._admit(keys, estimate)
+
+    def _needs(self, keys: list[tuple[Budget, str]], estimate: int) -> bool:
+        """Some budget's slice is short of `estimate`, or a ledger row is still to be made."""
+        for b, w in keys:
+            if (b.id, w) not in self._windows:
+                return True
+            if b.hard_pico is not None and self._slices.setdefault((b.id, w), _Slice()).free() < estimate:
+                return True
+        return False
+
+    def _admit(self, keys: list[tuple[Budget, str]], estimate: int) -> None:
+        mono = time.monotonic()
+        for b, w in keys:
+            sl = self._slices.setdefault((b.id, w), _Slice())
+            sl.inflight += estimate
+            sl.used_at = mono
+            if b.downgrade:
+                self._near[b.id] = b.near_soft(sl.base + sl.inflight)
+
+    async def _refill(self, short: list[tuple[Budget, str]], rows: list[tuple[Budget, str]], estimate: int,
+                      when: datetime) -> None:
+        """Reserve more of each short budget under this replica's lease (a slice, else exactly what is
+        needed), and make the ledger rows missing; raise BudgetExceeded when even the need does not fit."""
+        holder = self.holder
+        assert holder is not None
+        asks = sorted(((b, w, estimate - self._slices[(b.id, w)].free()) for b, w in short),
+                      key=lambda a: (a[0].id, a[1]))
+        asks = [(b, w, need, max(need, min(SLICE_REQUESTS * estimate, (b.hard_pico or 0) // SLICE_SHARE)))
+                for b, w, need in asks]
+
+        async def work(conn: aiosqlite.Connection, exact: bool) -> list[tuple[int, int, int]]:
+            for b, w in rows:
+                await conn.execute("INSERT OR IGNORE INTO budget_spend (budget_id, window_start) VALUES (?, ?)",
+                                   (b.id, w))
+            amounts = [need if exact else big for _, _, need, big in asks]
+            if asks:  # the lease first, in key order as settles take them: no deadlock
+                await leases.hold_each(conn, holder, [(b.id, w, a) for (b, w, _, _), a in zip(asks, amounts,
+                                                                                             strict=True)])
+            got = []
+            for (b, w, _, _), amount in zip(asks, amounts, strict=True):
+                found = list(await conn.execute_fetchall(
+                    "UPDATE budget_spend SET reserved_pico = reserved_pico + ? WHERE budget_id = ? AND "
+                    "window_start = ? AND spent_pico + reserved_pico + ? <= ? RETURNING spent_pico, reserved_pico",
+                    (amount, b.id, w, amount, b.hard_pico)))
+                if not found:
+                    raise _Refused(b)  # the store rolls back the lease and every slice taken above
+                got.append((amount, found[0][0], found[0][1]))
+            return got
+
+        try:
+            try:
+                got = await self.store.transaction(lambda conn: work(conn, False))
+            except _Refused:
+                got = await self.store.transaction(lambda conn: work(conn, True))
+        except _Refused as refused:
+            b = refused.budget
+            w = next(w for bb, w, _, _ in asks if bb is b)
+            found = await self.store.fetch("SELECT spent_pico, reserved_pico FROM budget_spend "
+                                           "WHERE budget_id = ? AND window_start = ?", (b.id, w))
+            spent, reserved = tuple(found[0]) if found else (0, 0)
+            reserved -= max(0, self._slices[(b.id, w)].free())  # this replica's unused slice is not in flight
+            resets = window(b.period, when)[1]
+            self._level(b, spent, reserved)
+            self._reject(b, "budget")
+            raise BudgetExceeded(b, "budget", exhausted_message(b, spent, reserved, estimate, resets),
+                                 retry_after_s(b, spent, reserved, estimate, resets, when)) from None
+        self._windows.update((b.id, w) for b, w in rows)
+        for (b, w, _, _), (amount, spent, reserved) in zip(asks, got, strict=True):
+            sl = self._slices[(b.id, w)]
+            sl.held += amount
+            sl.base = spent + reserved - sl.held
+            self._level(b, spent, max(0, reserved - sl.free()))
+
+    def finish(self, res: Reservation, actual: int) -> None:
+        """A sliced request ended: its estimate goes back to the slice, and its cost (at most the estimate)
+        leaves what the slice holds, since its settle moves that from reserved to spent. No I/O."""
+        if not res.sliced or res.finished:
+            return
+        res.finished = True
+        if res.holder != self.holder:  # held under a lease this process no longer has (reclaimed)
+            return
+        back = min(max(actual, 0), res.estimate)
+        for b, w in zip(res.money(), res.windows, strict=True):
+            if (sl := self._slices.get((b.id, w))) is not None:
+                sl.inflight -= res.estimate
+                sl.base += max(actual, 0)  # booked soon
+                if b.hard_pico is not None:
+                    sl.held -= back
+
+    async def give_back_idle(self) -> int:
+        """Return the unused slices no request took from for a third of the lease time (so other replicas
+        can use that room); returns the picodollars given back."""
+        holder = self.holder
+        if holder is None:
+            return 0
+        mono = time.monotonic()
+        idle = [(k, sl.free()) for k, sl in self._slices.items()
+                if sl.inflight == 0 and sl.free() > 0 and mono - sl.used_at > self.lease_ttl / 3]
+        if not idle:
+            return 0
+        for k, amount in idle:  # out of the slice first: a request arriving meanwhile refills instead
+            self._slices[k].held -= amount
+
+        async def work(conn: aiosqlite.Connection) -> None:
+            for (budget_id, w), amount in sorted(idle):
+                if await leases.release(conn, holder, budget_id, w, amount):
+                    await conn.execute("UPDATE budget_spend SET reserved_pico = CASE WHEN reserved_pico > ? THEN "
+                                       "reserved_pico - ? ELSE 0 END WHERE budget_id = ? AND window_start = ?",
+                                       (amount, amount, budget_id, w))
+
+        try:
+            await self.store.transaction(work)
+        except Exception as e:  # still under the lease: given back when this gateway stops or its lease expires
+            log.error("could not give back unused budget slices (held until this gateway stops): %s", e)
+            return 0
+        return sum(a for _, a in idle)
+
     async def settle(self, res: Reservation, actual: int, tokens: int) -> None:
         """Release the estimate and book the actual cost (0 for a request that failed before an answer);
         raise the soft-limit alert once per window."""
@@ -370,28 +547,46 @@ class Enforcer:
                         ) -> list[tuple[Budget, int, int]]:
         """The settle's SQL inside the caller's transaction (the recorder runs it with the usage events of
         the same requests: a request is recorded and its spend booked together, or neither)."""
+        def backs(res: Reservation, actual: int) -> Iterable[tuple[Budget, str, int]]:
+            # what leaves `reserved` per budget: the estimate, or for a sliced request its cost (at most the
+            # estimate; nothing for a budget without a hard limit, which holds no slice)
+            for b, w in zip(res.money(), res.windows, strict=True):
+                yield b, w, ((min(actual, res.estimate) if b.hard_pico is not None else 0) if res.sliced
+                             else res.estimate)
+
         held: dict[tuple[str, int, str], int] = {}  # what each lease gives back, summed
-        for res, _, _ in todo:
+        for res, actual, _ in todo:
             if res.holder is not None:
-                for b, w in zip(res.money(), res.windows, strict=True):
-                    held[(res.holder, b.id, w)] = held.get((res.holder, b.id, w), 0) + res.estimate
+                for b, w, back in backs(res, max(actual, 0)):
+                    if back:
+                        held[(res.holder, b.id, w)] = held.get((res.holder, b.id, w), 0) + back
         live = {k for k in sorted(held) if await leases.release(conn, *k, held[k])}
-        seen = []
+        # one UPDATE per budget window for the whole batch: [budget, back, spend, requests counted now]
+        by: dict[tuple[int, str], list[Any]] = {}
         for res, actual, _ in todo:
             actual = max(actual, 0)  # a negative cost never reaches a budget
-            for b, w in zip(res.money(), res.windows, strict=True):
-                # a reclaimed lease gave this estimate back already: only the spend is booked
-                back = res.estimate if res.holder is None or (res.holder, b.id, w) in live else 0
-                rows = list(await conn.execute_fetchall(
-                    # CASE, not the scalar MAX(a, b): PostgreSQL has only the aggregate
-                    "UPDATE budget_spend SET reserved_pico = CASE WHEN reserved_pico > ? THEN reserved_pico - ? "
-                    "ELSE 0 END, spent_pico = spent_pico + ? "
-                    "WHERE budget_id = ? AND window_start = ? RETURNING spent_pico, reserved_pico",
-                    (back, back, actual, b.id, w)))
-                spent, reserved = (rows[0][0], rows[0][1]) if rows else (0, 0)
-                seen.append((b, spent, reserved))
-                if b.soft_pico is not None and spent >= b.soft_pico:
-                    await self._soft_alert(conn, b, w, spent)
+            for b, w, back in backs(res, actual):
+                if res.holder is not None and (res.holder, b.id, w) not in live:
+                    back = 0  # a reclaimed lease gave this back already: only the spend is booked
+                row = by.setdefault((b.id, w), [b, 0, 0, 0])
+                row[1] += back
+                row[2] += actual
+                row[3] += int(res.sliced)  # a sliced request is counted when booked, not when admitted
+        seen = []
+        for (budget_id, w), (b, back, actual, n) in sorted(by.items(), key=lambda kv: kv[0]):
+            rows = list(await conn.execute_fetchall(
+                # CASE, not the scalar MAX(a, b): PostgreSQL has only the aggregate
+                "UPDATE budget_spend SET reserved_pico = CASE WHEN reserved_pico > ? THEN reserved_pico - ? "
+                "ELSE 0 END, spent_pico = spent_pico + ?, requests = requests + ? "
+                "WHERE budget_id = ? AND window_start = ? RETURNING spent_pico, reserved_pico",
+                (back, back, actual, n, budget_id, w)))
+            spent, reserved = (rows[0][0], rows[0][1]) if rows else (0, 0)
+            sl = self._slices.get((budget_id, w))
+            if sl is not None:
+                sl.base = spent + reserved - sl.held
+            seen.append((b, spent, max(0, reserved - sl.free()) if sl is not None else reserved))
+            if b.soft_pico is not None and spent >= b.soft_pico:
+                await self._soft_alert(conn, b, w, spent)
         return seen
 
     def settled(self, items: Iterable[tuple[Reservation, int, int]], seen: list[tuple[Budget, int, int]]) -> None:
@@ -416,6 +611,7 @@ class Enforcer:
         """Hold this process's reservations under a lease, and give back those of expired holders."""
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         holder, expiry = self.holder, self._expiry()
+        self._slices = {}  # slices belong to a lease: a new holder starts with none
         await self.store.transaction(lambda conn: leases.register(conn, holder, expiry))
         self._renew_at = time.monotonic() + self.lease_ttl / 3
         await self.reclaim_expired()
@@ -433,6 +629,7 @@ class Enforcer:
                 await self.start_leases()
                 return
             await self.reclaim_expired()
+            await self.give_back_idle()
         except Exception as e:
             log.error("could not renew the budget lease %s (retrying in %.0f s): %s", holder, self.lease_ttl / 3, e)
 
@@ -450,6 +647,7 @@ class Enforcer:
         """A graceful stop: give back whatever this process still holds (requests never settled)."""
         if self.holder is not None:
             holder, self.holder = self.holder, None
+            self._slices = {}
             try:
                 await self.reclaim_expired(holder)
             except Exception as e:
