@@ -101,10 +101,9 @@ class Settings:
     def budget_lease_seconds(self) -> float:
         """Seconds a killed gateway's budget reservations stay held before another gateway (or its restart)
         gives them back; a live gateway renews its lease every third of this."""
-        value = (self.user_config.get("gateway") or {}).get("budget_lease_seconds", 30)
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 1 <= value <= 3600:
-            raise ConfigError("gateway.budget_lease_seconds must be a number of seconds from 1 to 3600")
-        return float(value)
+        gateway = self.config.gateway  # the range (1..3600 s) is checked by the typed config
+        value = gateway.budget_lease_seconds if gateway else None
+        return 30.0 if value is None else float(value)
 
     @property
     def upstream_timeout(self) -> float:

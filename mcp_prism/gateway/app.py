@@ -377,18 +377,9 @@ class Gateway:
             await _error_for(scope, send, WireError(401, "authentication", "this gateway needs a virtual key: "
                                                     "send it as x-api-key or a Bearer token"))
             return
-        try:
-            body = await _read_body(receive)
-            data = _loads(body)
-        except _TooLarge:
-            await _error_for(scope, send, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
-            return
-        except (ValueError, UnicodeDecodeError) as e:
-            await _error_for(scope, send, WireError(400, "invalid_request", _bad_json(e)))
-            return
-        problem = _shape_problem(data)
-        if problem:
-            await _error_for(scope, send, WireError(400, "invalid_request", problem))
+        body, data, err = await _read_request(receive)
+        if err is not None:
+            await _error_for(scope, send, err)
             return
         hint = headers.get(b"x-prism-task")
         try:
@@ -460,19 +451,10 @@ class Gateway:
         else:
             r.user, r.team, r.project = (r.header(b"x-prism-user"), r.header(b"x-prism-team"),
                                          r.header(b"x-prism-project"))
-        try:
-            body = await _read_body(receive)
-            r.body_bytes = len(body)
-            data = _loads(body)
-        except _TooLarge:
-            await self._refuse(send, r, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes"))
-            return
-        except (ValueError, UnicodeDecodeError) as e:
-            await self._refuse(send, r, WireError(400, "invalid_request", _bad_json(e)))
-            return
-        problem = _shape_problem(data, "input" if fmt is responses_format else "messages")
-        if problem:
-            await self._refuse(send, r, WireError(400, "invalid_request", problem), data)
+        body, data, err = await _read_request(receive, "input" if fmt is responses_format else "messages")
+        r.body_bytes = len(body)
+        if err is not None:
+            await self._refuse(send, r, err, data)
             return
         text = person_text(data["input" if fmt is responses_format else "messages"], limit=CLASSIFY_CHARS)
         try:
@@ -1141,6 +1123,21 @@ async def _read_body(receive: Receive) -> bytes:
             raise _TooLarge
         parts.append(chunk)
     return b"".join(parts)
+
+
+async def _read_request(receive: Receive, conversation: str = "messages") -> tuple[bytes, Any, WireError | None]:
+    """(body, parsed JSON, the client's error or None): one reading of a chat-shaped request for every endpoint.
+    The JSON is None when it could not be parsed; the body is empty when it was too large to read."""
+    try:
+        body = await _read_body(receive)
+    except _TooLarge:
+        return b"", None, WireError(413, "request_too_large", f"request body over {MAX_BODY} bytes")
+    try:
+        data = _loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        return body, None, WireError(400, "invalid_request", _bad_json(e))
+    problem = _shape_problem(data, conversation)
+    return body, data, WireError(400, "invalid_request", problem) if problem else None
 
 
 def _shape_problem(data: Any, conversation: str = "messages") -> str | None:
