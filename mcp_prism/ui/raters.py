@@ -6,7 +6,6 @@ that rater and nothing else (the dashboard's auth admits it on the `/rate/` path
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from mcp_prism.loop.evaluate import EvaluationService
 from mcp_prism.loop.experiments import ExperimentService
 from mcp_prism.service import PrismService
 from mcp_prism.store import rater_links as sql
+from mcp_prism.team.keys import hash_secret  # the same sha256 virtual keys are kept as
 
 PREFIX = "rl_"
 
@@ -59,10 +59,6 @@ class RaterGrant:
     rater: str
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def _view(r: object) -> RaterLink:
     return RaterLink(id=r["id"], experiment_id=r["experiment_id"], rater=r["rater"],  # type: ignore[index]
                      created_by=r["created_by"], created_at=r["created_at"],  # type: ignore[index]
@@ -81,7 +77,7 @@ class RaterLinkService:
         link_id = secrets.token_hex(6)
         token = f"{PREFIX}{link_id}.{secrets.token_urlsafe(24)}"
         now = iso(utcnow())
-        await sql.insert(self.svc.store, link_id=link_id, digest=_digest(token), experiment_id=experiment_id,
+        await sql.insert(self.svc.store, link_id=link_id, digest=hash_secret(token), experiment_id=experiment_id,
                          rater=rater, created_by=created_by, created_at=now)
         link = RaterLink(id=link_id, experiment_id=experiment_id, rater=rater, created_by=created_by,
                          created_at=now, active=True)
@@ -92,7 +88,7 @@ class RaterLinkService:
         if not token.startswith(PREFIX) or "." not in token or len(token) > 200:
             return None
         row = await sql.get(self.svc.store, token[len(PREFIX):].split(".", 1)[0])
-        if row is None or row["revoked_at"] is not None or not hmac.compare_digest(_digest(token), row["hash"]):
+        if row is None or row["revoked_at"] is not None or not hmac.compare_digest(hash_secret(token), row["hash"]):
             return None
         return RaterGrant(row["experiment_id"], row["rater"])
 
